@@ -1,0 +1,104 @@
+import type { DestinationStream } from 'pino';
+import { canManageServer, loadConfig, type Config, type Env } from './config.js';
+import { FairClient } from './fair/client.js';
+import { GpuLifecycle, type LifecycleTiming } from './fair/lifecycle.js';
+import { ServerRecordStore } from './fair/record.js';
+import { InferenceClient } from './inference/client.js';
+import { JobService } from './jobs/service.js';
+import { createLogger } from './logger.js';
+import type { Services } from './services.js';
+
+export interface ServiceOptions {
+  logDestination?: DestinationStream | NodeJS.WritableStream;
+  /** Shorter intervals for tests and the demo. */
+  timing?: Partial<LifecycleTiming> & { warmingTickMs?: number };
+}
+
+/** Builds the platform-neutral services from a parsed config. The CLI and the bots share it. */
+export function createServices(config: Config, options: ServiceOptions = {}): Services {
+  const logger = createLogger({ level: config.logLevel, destination: options.logDestination, secrets: config.secrets });
+  const inference = new InferenceClient({ inferTimeoutMs: config.inferTimeoutMs });
+  const fair = canManageServer(config)
+    ? new FairClient({ serverUrl: config.fairServerUrl, email: config.fairEmail!, password: config.fairPassword!, logger })
+    : undefined;
+  const lifecycle = new GpuLifecycle({
+    config,
+    logger,
+    fair,
+    inference,
+    store: new ServerRecordStore(config.dataDir),
+    timing: options.timing,
+  });
+  const jobs = new JobService({ config, logger, lifecycle, inference, warmingTickMs: options.timing?.warmingTickMs });
+  return { config, logger, lifecycle, jobs, inference };
+}
+
+export interface Bot {
+  stop(): Promise<void>;
+  /** The HTTP port a bot listens on, when it has one (Slack HTTP mode). */
+  port?: number;
+}
+
+export interface RunningApp {
+  services: Services;
+  discord?: Bot;
+  slack?: Bot;
+  /** SIGTERM path: stop taking jobs, let the GPU job finish within graceMs, stop the bots. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface StartOptions extends ServiceOptions {
+  env: Env;
+}
+
+/** What `npm start` runs: config, services, then Discord and/or Slack as configured. */
+export async function startApp(options: StartOptions): Promise<RunningApp> {
+  const config = loadConfig(options.env);
+  const services = createServices(config, options);
+  const { logger } = services;
+  const bots: { discord?: Bot; slack?: Bot } = {};
+  try {
+    if (config.discordToken) {
+      const { startDiscordBot } = (await import(modulePath('discord'))) as BotModule<'startDiscordBot'>;
+      bots.discord = await startDiscordBot(services);
+    }
+    if (config.slackBotToken) {
+      const { startSlackBot } = (await import(modulePath('slack'))) as BotModule<'startSlackBot'>;
+      bots.slack = await startSlackBot(services);
+    }
+  } catch (error) {
+    await Promise.allSettled(Object.values(bots).map((b) => b.stop()));
+    await services.lifecycle.close();
+    await services.inference.close();
+    throw error;
+  }
+  if (!bots.discord && !bots.slack) {
+    logger.warn('neither DISCORD_TOKEN nor SLACK_BOT_TOKEN is set: no chat platform to serve');
+  }
+  // Adopt a server an earlier run started, so it is reported, reused and stopped when idle.
+  services.lifecycle.recover().catch((error) => logger.warn({ err: error }, 'could not check for a running GPU server'));
+  logger.info({ discord: Boolean(bots.discord), slack: Boolean(bots.slack), managed: services.lifecycle.managed }, 'fairbot started');
+
+  let stopping: Promise<void> | undefined;
+  return {
+    services,
+    ...bots,
+    stop(graceMs = 8_000) {
+      stopping ??= (async () => {
+        await services.jobs.shutdown(graceMs);
+        await Promise.allSettled(Object.values(bots).map((b) => b.stop()));
+        await services.lifecycle.close();
+        await services.inference.close();
+        logger.info('fairbot stopped');
+      })();
+      return stopping;
+    },
+  };
+}
+
+type BotModule<K extends string> = Record<K, (services: Services) => Promise<Bot>>;
+
+// Loaded only when configured, so a Slack-only install never loads discord.js and vice versa.
+function modulePath(platform: 'discord' | 'slack'): string {
+  return `./bots/${platform}/index.js`;
+}

@@ -1,0 +1,89 @@
+import { describe, type LifecycleStatus } from '../fair/lifecycle.js';
+import type { Requester } from '../jobs/types.js';
+import { messages } from '../messages.js';
+import type { Services } from '../services.js';
+import { isAdmin } from './admin.js';
+
+export interface GpuStatusView extends LifecycleStatus {
+  jobsWaiting: number;
+  jobsRunning: number;
+  medianGenerationMs?: number;
+}
+
+export interface GpuResult {
+  ok: boolean;
+  /** The text to show the admin (ephemeral on chat platforms). */
+  message: string;
+  status?: GpuStatusView;
+}
+
+/** /gpu status | kill, admins only. */
+export async function gpu(input: { requester: Requester; subcommand: string }, services: Services): Promise<GpuResult> {
+  if (!isAdmin(input.requester, services.config)) {
+    services.logger.warn({ userId: input.requester.userId, platform: input.requester.platform }, '/gpu refused: not an admin');
+    return { ok: false, message: messages.adminOnly };
+  }
+  const sub = input.subcommand.trim().toLowerCase();
+  if (sub === '') return { ok: false, message: messages.gpuUsage };
+  if (sub === 'status') return gpuStatus(services);
+  if (sub === 'kill') return gpuKill(input.requester, services);
+  return { ok: false, message: messages.gpuUnknownSubcommand(sub.slice(0, 40)) };
+}
+
+export function gpuStatus(services: Services): GpuResult {
+  const status = statusView(services);
+  return { ok: true, message: formatStatus(status), status };
+}
+
+export function statusView(services: Pick<Services, 'lifecycle' | 'jobs'>): GpuStatusView {
+  const counts = services.jobs.counts();
+  return {
+    ...services.lifecycle.status(),
+    jobsWaiting: counts.waiting,
+    jobsRunning: counts.running,
+    medianGenerationMs: services.jobs.medianGenerationMs(),
+  };
+}
+
+async function gpuKill(requester: Requester, services: Services): Promise<GpuResult> {
+  if (!services.lifecycle.managed) return { ok: false, message: messages.gpuKillNotManaged };
+  services.logger.info({ userId: requester.userId, platform: requester.platform }, '/gpu kill');
+  // End the jobs first, so none of them asks for a fresh start while the server stops.
+  const ended = services.jobs.endAll(messages.killedByAdmin, 'killed');
+  try {
+    const { stopped } = await services.lifecycle.kill();
+    if (!stopped && ended === 0) return { ok: true, message: messages.gpuNotRunning, status: statusView(services) };
+    return { ok: true, message: messages.gpuKilled(ended), status: statusView(services) };
+  } catch (error) {
+    return { ok: false, message: messages.gpuKillFailed(describe(error)) };
+  }
+}
+
+function ago(date: Date | undefined, now = Date.now()): string {
+  if (!date) return 'never';
+  const s = Math.max(0, Math.round((now - date.getTime()) / 1000));
+  if (s < 120) return `${s} s ago`;
+  if (s < 7200) return `${Math.round(s / 60)} min ago`;
+  return `${(s / 3600).toFixed(1)} h ago`;
+}
+
+/** Plain text for terminals and simple chat replies; adapters may render the view richer. */
+export function formatStatus(s: GpuStatusView, now = Date.now()): string {
+  const lines = [`GPU server: ${s.state} (since ${ago(s.stateSince, now)})`];
+  if (s.node) lines.push(`Node: ${s.node}${s.hostAddress ? ` (${s.hostAddress})` : ''}`);
+  if (s.endpoint) lines.push(`Endpoint: ${s.endpoint}`);
+  if (s.containerId) lines.push(`Container: ${s.containerId.slice(0, 12)}`);
+  if (s.programId) lines.push(`Program: ${s.programId}`);
+  if (s.startedAt) lines.push(`Started: ${s.startedAt.toISOString()} (${ago(s.startedAt, now)})`);
+  if (s.coldStartMs !== undefined) lines.push(`Last cold start: ${(s.coldStartMs / 1000).toFixed(1)} s`);
+  lines.push(`Jobs: ${s.jobsWaiting} waiting, ${s.jobsRunning} running`);
+  lines.push(
+    `Last generation: ${ago(s.lastGenerationAt, now)}${s.lastGenerationMs !== undefined ? ` (${(s.lastGenerationMs / 1000).toFixed(1)} s)` : ''}`,
+  );
+  if (s.medianGenerationMs !== undefined) lines.push(`Median generation: ${(s.medianGenerationMs / 1000).toFixed(1)} s`);
+  if (s.idleShutdownAt) lines.push(`Idle shutdown in ${Math.max(0, Math.round((s.idleShutdownAt.getTime() - now) / 1000))} s`);
+  if (s.nextStartAttemptAt) lines.push(`Next start attempt in ${Math.ceil((s.nextStartAttemptAt.getTime() - now) / 1000)} s`);
+  if (s.lastError) lines.push(`Last error: ${s.lastError}`);
+  if (!s.managed) lines.push('Not managed: no FAIR_EMAIL/FAIR_PASSWORD, using INFERENCE_URL only.');
+  return lines.join('\n');
+}

@@ -1,0 +1,183 @@
+import { z } from 'zod';
+
+/** A bad value stops the process with one line naming the variable (SPEC §2). */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const optionalString = z
+  .string()
+  .trim()
+  .optional()
+  .transform((v) => (v === '' ? undefined : v));
+
+const url = (fallback: string) =>
+  z
+    .string()
+    .trim()
+    .default(fallback)
+    .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: 'must be an http(s) URL' });
+
+const number = (fallback: number, min: number, max: number, int = true) => {
+  const base = z.coerce.number({ message: 'must be a number' });
+  const bounded = (int ? base.int({ message: 'must be a whole number' }) : base)
+    .min(min, { message: `must be at least ${min}` })
+    .max(max, { message: `must be at most ${max}` });
+  return z.preprocess((v) => (v === undefined || v === '' ? fallback : v), bounded);
+};
+
+const portMapping = z
+  .string()
+  .trim()
+  .default('5000:8080')
+  .transform((value, ctx) => {
+    const match = /^(\d{1,5}):(\d{1,5})$/.exec(value);
+    const host = Number(match?.[1]);
+    const container = Number(match?.[2]);
+    if (!match || host < 1 || host > 65535 || container < 1 || container > 65535) {
+      ctx.addIssue({ code: 'custom', message: `must look like 5000:8080, got "${value}"` });
+      return z.NEVER;
+    }
+    return { host, container };
+  });
+
+const adminIds = z
+  .string()
+  .optional()
+  .transform((value, ctx) => {
+    const ids = (value ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    for (const id of ids) {
+      if (!/^(discord|slack):\S+$/.test(id)) {
+        ctx.addIssue({ code: 'custom', message: `entries must look like discord:<user id> or slack:<user id>, got "${id}"` });
+        return z.NEVER;
+      }
+    }
+    return ids;
+  });
+
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+  message: 'must be one of fatal, error, warn, info, debug, trace, silent',
+});
+
+/** SPEC section 2, variable for variable. Keys are the environment names. */
+export const envSchema = z.object({
+  FAIR_SERVER_URL: url('https://faircompute.com:8000'),
+  FAIR_EMAIL: optionalString,
+  FAIR_PASSWORD: optionalString,
+  FAIR_NODE: z.string().trim().default('any'),
+  FAIR_IMAGE: z.string().trim().min(1, { message: 'must not be empty' }).default('faircompute/diffusion-octo:v1'),
+  FAIR_RUNTIME: z.string().trim().min(1, { message: 'must not be empty' }).default('nvidia'),
+  FAIR_PORTS: portMapping,
+  INFERENCE_URL: optionalString.refine((v) => v === undefined || /^https?:\/\/[^\s/]+/.test(v), {
+    message: 'must be an http(s) URL',
+  }),
+  STARTUP_TIMEOUT_S: number(600, 1, 86_400, false),
+  INFER_TIMEOUT_S: number(120, 1, 3_600, false),
+  IDLE_SHUTDOWN_MIN: number(20, 0, 10_080, false),
+  QUEUE_CONCURRENCY: number(1, 1, 64),
+  QUEUE_MAX: number(100, 1, 100_000),
+  USER_MAX_PENDING: number(3, 1, 1_000),
+  ADMIN_IDS: adminIds,
+  DISCORD_TOKEN: optionalString,
+  DISCORD_APP_ID: optionalString,
+  DISCORD_GUILD_ID: optionalString,
+  DISCORD_API_URL: url('https://discord.com/api'),
+  SLACK_BOT_TOKEN: optionalString,
+  SLACK_SIGNING_SECRET: optionalString,
+  SLACK_APP_TOKEN: optionalString,
+  SLACK_PORT: number(3000, 0, 65_535),
+  SLACK_API_URL: url('https://slack.com/api/'),
+  DATA_DIR: z.string().trim().min(1, { message: 'must not be empty' }).default('./data'),
+  LOG_LEVEL: z.preprocess((v) => (v === undefined || v === '' ? 'info' : v), logLevel),
+});
+
+export type Env = Record<string, string | undefined>;
+
+export interface Config {
+  fairServerUrl: string;
+  fairEmail?: string;
+  fairPassword?: string;
+  fairNode: string;
+  fairImage: string;
+  fairRuntime: string;
+  fairPorts: { host: number; container: number };
+  inferenceUrl?: string;
+  startupTimeoutMs: number;
+  inferTimeoutMs: number;
+  /** 0 means never. */
+  idleShutdownMs: number;
+  queueConcurrency: number;
+  queueMax: number;
+  userMaxPending: number;
+  adminIds: string[];
+  discordToken?: string;
+  discordAppId?: string;
+  discordGuildId?: string;
+  discordApiUrl: string;
+  slackBotToken?: string;
+  slackSigningSecret?: string;
+  slackAppToken?: string;
+  slackPort: number;
+  slackApiUrl: string;
+  dataDir: string;
+  logLevel: z.infer<typeof logLevel>;
+  /** Values that must never reach a log line or a message. */
+  secrets: string[];
+}
+
+/** Parses the environment once. Throws ConfigError whose message is one line naming the variable. */
+export function loadConfig(env: Env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const variable = String(issue.path[0] ?? 'configuration');
+    throw new ConfigError(`${variable} ${issue.message}`);
+  }
+  const e = parsed.data;
+  if ((e.FAIR_EMAIL === undefined) !== (e.FAIR_PASSWORD === undefined)) {
+    throw new ConfigError(`${e.FAIR_EMAIL === undefined ? 'FAIR_EMAIL' : 'FAIR_PASSWORD'} must be set together with ${e.FAIR_EMAIL === undefined ? 'FAIR_PASSWORD' : 'FAIR_EMAIL'}`);
+  }
+  if (e.SLACK_BOT_TOKEN && !e.SLACK_APP_TOKEN && !e.SLACK_SIGNING_SECRET) {
+    throw new ConfigError('SLACK_SIGNING_SECRET must be set for Slack HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)');
+  }
+  const secrets = [e.FAIR_PASSWORD, e.DISCORD_TOKEN, e.SLACK_BOT_TOKEN, e.SLACK_SIGNING_SECRET, e.SLACK_APP_TOKEN].filter(
+    (s): s is string => typeof s === 'string' && s.length >= 4,
+  );
+  return {
+    fairServerUrl: e.FAIR_SERVER_URL.replace(/\/+$/, ''),
+    fairEmail: e.FAIR_EMAIL,
+    fairPassword: e.FAIR_PASSWORD,
+    fairNode: e.FAIR_NODE,
+    fairImage: e.FAIR_IMAGE,
+    fairRuntime: e.FAIR_RUNTIME,
+    fairPorts: e.FAIR_PORTS,
+    inferenceUrl: e.INFERENCE_URL?.replace(/\/+$/, ''),
+    startupTimeoutMs: e.STARTUP_TIMEOUT_S * 1000,
+    inferTimeoutMs: e.INFER_TIMEOUT_S * 1000,
+    idleShutdownMs: e.IDLE_SHUTDOWN_MIN * 60_000,
+    queueConcurrency: e.QUEUE_CONCURRENCY,
+    queueMax: e.QUEUE_MAX,
+    userMaxPending: e.USER_MAX_PENDING,
+    adminIds: e.ADMIN_IDS,
+    discordToken: e.DISCORD_TOKEN,
+    discordAppId: e.DISCORD_APP_ID,
+    discordGuildId: e.DISCORD_GUILD_ID,
+    discordApiUrl: e.DISCORD_API_URL.replace(/\/+$/, ''),
+    slackBotToken: e.SLACK_BOT_TOKEN,
+    slackSigningSecret: e.SLACK_SIGNING_SECRET,
+    slackAppToken: e.SLACK_APP_TOKEN,
+    slackPort: e.SLACK_PORT,
+    slackApiUrl: e.SLACK_API_URL.endsWith('/') ? e.SLACK_API_URL : `${e.SLACK_API_URL}/`,
+    dataDir: e.DATA_DIR,
+    logLevel: e.LOG_LEVEL,
+    secrets,
+  };
+}
+
+/** Whether this bot may start servers on Fair, or only uses INFERENCE_URL. */
+export function canManageServer(config: Config): boolean {
+  return config.fairEmail !== undefined && config.fairPassword !== undefined;
+}

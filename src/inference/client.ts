@@ -1,0 +1,142 @@
+import { Agent, request, type Dispatcher } from 'undici';
+import { parseInferAnswer, MAX_IMAGE_BYTES } from './image.js';
+import type { GeneratedImage } from '../jobs/types.js';
+
+export type Readiness = 'ready' | 'loading' | 'down';
+
+export type InferenceFailure =
+  /** Connection refused: the request never reached a server (safe to retry once it is up). */
+  | 'unreachable'
+  /** Connection reset or closed mid-request: the server went away. */
+  | 'connection-lost'
+  | 'timeout'
+  /** 503: the model is still loading. */
+  | 'loading'
+  | 'bad-response';
+
+export class InferenceError extends Error {
+  override name = 'InferenceError';
+  constructor(
+    readonly kind: InferenceFailure,
+    /** A sentence for the user: what the server did wrong. */
+    readonly reason: string,
+  ) {
+    super(reason);
+  }
+}
+
+const REFUSED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+const LOST = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ECONNABORTED']);
+const TIMEOUT = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT']);
+
+function errorCode(error: unknown): string | undefined {
+  const e = error as { code?: string; cause?: { code?: string }; name?: string } | null;
+  if (e?.name === 'TimeoutError' || e?.name === 'AbortError') return 'ETIMEDOUT';
+  return e?.code ?? e?.cause?.code;
+}
+
+/** Talks to a running diffusion server (SPEC §4). It never starts or stops one. */
+export class InferenceClient {
+  private readonly agent: Dispatcher;
+
+  constructor(private readonly options: { inferTimeoutMs: number; probeTimeoutMs?: number }) {
+    // Keep-alive saves a TCP handshake per job; a short keep-alive keeps a dead server's
+    // sockets from lingering in the pool.
+    this.agent = new Agent({ keepAliveTimeout: 4_000, connections: 16 });
+  }
+
+  /**
+   * `GET /healthcheck`: 200 ready, 503 loading, 404 an older server (then `GET /`).
+   * Refused, reset or no answer in time: down ("not yet" during a start).
+   */
+  async probe(baseUrl: string): Promise<Readiness> {
+    const timeout = this.options.probeTimeoutMs ?? 1_000;
+    try {
+      const health = await this.get(`${baseUrl}/healthcheck`, timeout);
+      if (health === 200) return 'ready';
+      if (health !== 404) return health === 503 || health >= 500 ? 'loading' : 'loading';
+      return (await this.get(`${baseUrl}/`, timeout)) === 200 ? 'ready' : 'loading';
+    } catch {
+      return 'down';
+    }
+  }
+
+  private async get(url: string, timeoutMs: number): Promise<number> {
+    const res = await request(url, {
+      method: 'GET',
+      dispatcher: this.agent,
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    await res.body.dump();
+    return res.statusCode;
+  }
+
+  /** One generation. Throws InferenceError with a reason the user can read. */
+  async infer(baseUrl: string, prompt: string, signal?: AbortSignal): Promise<GeneratedImage> {
+    const timeout = this.options.inferTimeoutMs;
+    const timeoutSignal = AbortSignal.timeout(timeout);
+    const combined = signal ? AbortSignal.any([signal, timeoutSignal]) : timeoutSignal;
+    let res: Dispatcher.ResponseData;
+    let text: string;
+    try {
+      res = await request(`${baseUrl}/infer`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json' },
+        body: JSON.stringify({ prompt: { text: prompt } }),
+        dispatcher: this.agent,
+        headersTimeout: timeout,
+        bodyTimeout: timeout,
+        signal: combined,
+      });
+      text = await readLimited(res, Math.ceil(MAX_IMAGE_BYTES * 1.4) + 64 * 1024);
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason ?? error;
+      throw this.classify(error, timeout);
+    }
+    if (res.statusCode === 503) {
+      throw new InferenceError('loading', 'the GPU server is still loading its model (503)');
+    }
+    if (res.statusCode < 200 || res.statusCode >= 300) {
+      throw new InferenceError('bad-response', `the GPU server answered HTTP ${res.statusCode}${snippet(text)}`);
+    }
+    const answer = parseInferAnswer(text);
+    if ('problem' in answer) throw new InferenceError('bad-response', answer.problem);
+    return answer.image;
+  }
+
+  private classify(error: unknown, timeoutMs: number): InferenceError {
+    if (error instanceof InferenceError) return error;
+    const code = errorCode(error);
+    if (code && REFUSED.has(code)) return new InferenceError('unreachable', 'the GPU server is not answering (connection refused)');
+    if (code && TIMEOUT.has(code)) {
+      return new InferenceError('timeout', `the GPU server took longer than ${Math.round(timeoutMs / 1000)} s (INFER_TIMEOUT_S)`);
+    }
+    if (code && LOST.has(code)) return new InferenceError('connection-lost', 'the GPU server dropped the connection mid-generation (it may have crashed)');
+    return new InferenceError('connection-lost', `the GPU server could not be reached (${code ?? (error as Error)?.message ?? 'unknown error'})`);
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close().catch(() => undefined);
+  }
+}
+
+async function readLimited(res: Dispatcher.ResponseData, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res.body) {
+    size += (chunk as Buffer).length;
+    if (size > limit) {
+      res.body.destroy();
+      throw new InferenceError('bad-response', `the GPU server sent an answer larger than ${Math.round(limit / 1024 / 1024)} MB`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function snippet(text: string): string {
+  const s = text.trim().replace(/\s+/g, ' ').slice(0, 120);
+  return s ? ` ("${s}")` : '';
+}

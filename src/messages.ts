@@ -1,0 +1,76 @@
+import type { JobEvent, Requester } from './jobs/types.js';
+
+/**
+ * The one catalogue of texts users see. Handlers and adapters never write
+ * user-facing strings of their own: they pick one here.
+ */
+
+const seconds = (s: number) => `${Math.max(0, Math.round(s))} s`;
+
+function eta(etaS: number | undefined): string {
+  if (etaS === undefined || !Number.isFinite(etaS)) return '';
+  if (etaS < 90) return ` (about ${seconds(etaS)} to go)`;
+  return ` (about ${Math.round(etaS / 60)} min to go)`;
+}
+
+export const messages = {
+  // --- job progress, as the user watches it -------------------------------
+  progress(event: JobEvent): string {
+    switch (event.type) {
+      case 'queued':
+        return event.position <= 1
+          ? `Queued: you are next${eta(event.etaS)}.`
+          : `Queued: position ${event.position}${eta(event.etaS)}.`;
+      case 'warming':
+        return `Warming up the GPU (${seconds(event.elapsedS)})${eta(event.etaS)}: the first image after a pause takes a little longer.`;
+      case 'generating':
+        return `Generating your image${eta(event.etaS)}...`;
+      case 'done':
+        return 'Done: your image is posted in the channel.';
+      case 'failed':
+        return event.message;
+    }
+  },
+
+  imageCaption(prompt: string, requester: Requester): string {
+    const who = requester.userName ?? requester.userId;
+    return `"${prompt}" (asked by ${who})`;
+  },
+
+  // --- refusals of /imagine -------------------------------------------------
+  promptEmpty: 'Your prompt is empty. Describe the image you want, e.g. /imagine a red fox in the snow.',
+  promptTooLong: (length: number, max: number) =>
+    `Your prompt is ${length} characters long; the limit is ${max}. Shorten it and try again.`,
+  userLimit: (max: number) =>
+    `You already have ${max} job${max === 1 ? '' : 's'} waiting or running (USER_MAX_PENDING is ${max}). Wait for one to finish, then try again.`,
+  queueFull: (max: number) =>
+    `The queue is full: ${max} jobs are waiting (QUEUE_MAX is ${max}). Try again in a few minutes.`,
+  shuttingDown: 'The bot is restarting and not taking new jobs right now. Try again in a minute.',
+
+  // --- job failures -----------------------------------------------------------
+  startupFailed: (reason: string) =>
+    `Could not start the GPU server: ${reason}. Your image was not generated; try again in a minute, and tell an admin if it keeps happening.`,
+  startupTimeout: (timeoutS: number) =>
+    `The GPU server did not become ready within ${Math.round(timeoutS)} s (STARTUP_TIMEOUT_S). Your image was not generated; try again in a few minutes, and tell an admin if it keeps happening.`,
+  startupBackoff: (retryInS: number, reason: string) =>
+    `The GPU server failed to start a moment ago (${reason}); the next attempt is in ${Math.ceil(retryInS)} s. Try again then.`,
+  noServer:
+    'No GPU server is configured: set FAIR_EMAIL and FAIR_PASSWORD so the bot can start one, or INFERENCE_URL to use a running one. Tell an admin.',
+  inferenceFailed: (reason: string) =>
+    `Image generation failed: ${reason}. Try again; if it keeps failing, tell an admin.`,
+  killedByAdmin: 'An admin stopped the GPU server, so your image was not generated. Run /imagine again to start it anew.',
+  cancelled: 'Your job was cancelled.',
+  stoppedForShutdown: 'The bot shut down before your image was generated. Run /imagine again.',
+  deliveryFailed: (reason: string) => `Your image was generated but could not be posted: ${reason}.`,
+
+  // --- /gpu ---------------------------------------------------------------------
+  adminOnly: 'Only admins can use /gpu (your user id is not in ADMIN_IDS).',
+  gpuUsage: 'Usage: /gpu status (show the GPU server) or /gpu kill (stop it now).',
+  gpuUnknownSubcommand: (sub: string) => `Unknown subcommand "${sub}". Usage: /gpu status or /gpu kill.`,
+  gpuKilled: (jobsEnded: number) =>
+    `Stopped the GPU server.${jobsEnded > 0 ? ` ${jobsEnded} job${jobsEnded === 1 ? '' : 's'} waiting or running ${jobsEnded === 1 ? 'was' : 'were'} ended.` : ''} The next /imagine starts it again.`,
+  gpuNotRunning: 'The GPU server is not running; nothing to stop.',
+  gpuKillFailed: (reason: string) => `Could not stop the GPU server: ${reason}.`,
+  gpuKillNotManaged:
+    'This bot does not manage the GPU server (no FAIR_EMAIL/FAIR_PASSWORD), so it cannot stop it.',
+} as const;

@@ -1,0 +1,17 @@
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import type { GpuLifecycle } from './fair/lifecycle.js';
+import type { JobService } from './jobs/service.js';
+import type { InferenceClient } from './inference/client.js';
+
+/**
+ * Everything a command needs, built once at start (src/app.ts) and handed to
+ * the platform adapters. Adapters never reach past this into src/fair.
+ */
+export interface Services {
+  config: Config;
+  logger: Logger;
+  lifecycle: GpuLifecycle;
+  jobs: JobService;
+  inference: InferenceClient;
+}
