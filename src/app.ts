@@ -5,6 +5,7 @@ import { GpuLifecycle, type LifecycleTiming } from './fair/lifecycle.js';
 import { ServerRecordStore } from './fair/record.js';
 import { InferenceClient } from './inference/client.js';
 import { JobService } from './jobs/service.js';
+import { JobStore } from './jobs/store.js';
 import { createLogger } from './logger.js';
 import type { Services } from './services.js';
 
@@ -12,6 +13,8 @@ export interface ServiceOptions {
   logDestination?: DestinationStream | NodeJS.WritableStream;
   /** Shorter intervals for tests and the demo. */
   timing?: Partial<LifecycleTiming> & { warmingTickMs?: number };
+  /** Record jobs in DATA_DIR so a restart resumes them (the bot); the CLI runs in memory. */
+  durable?: boolean;
 }
 
 /** Builds the platform-neutral services from a parsed config. The CLI and the bots share it. */
@@ -29,7 +32,8 @@ export function createServices(config: Config, options: ServiceOptions = {}): Se
     store: new ServerRecordStore(config.dataDir),
     timing: options.timing,
   });
-  const jobs = new JobService({ config, logger, lifecycle, inference, warmingTickMs: options.timing?.warmingTickMs });
+  const store = options.durable ? new JobStore(config.dataDir) : undefined;
+  const jobs = new JobService({ config, logger, lifecycle, inference, store, warmingTickMs: options.timing?.warmingTickMs });
   return { config, logger, lifecycle, jobs, inference };
 }
 
@@ -54,7 +58,7 @@ export interface StartOptions extends ServiceOptions {
 /** What `npm start` runs: config, services, then Discord and/or Slack as configured. */
 export async function startApp(options: StartOptions): Promise<RunningApp> {
   const config = loadConfig(options.env);
-  const services = createServices(config, options);
+  const services = createServices(config, { durable: true, ...options });
   const { logger } = services;
   const bots: { discord?: Bot; slack?: Bot } = {};
   try {
@@ -70,13 +74,16 @@ export async function startApp(options: StartOptions): Promise<RunningApp> {
     await Promise.allSettled(Object.values(bots).map((b) => b.stop()));
     await services.lifecycle.close();
     await services.inference.close();
+    services.jobs.close();
     throw error;
   }
   if (!bots.discord && !bots.slack) {
     logger.warn('neither DISCORD_TOKEN nor SLACK_BOT_TOKEN is set: no chat platform to serve');
   }
-  // Adopt a server an earlier run started, so it is reported, reused and stopped when idle.
-  services.lifecycle.recover().catch((error) => logger.warn({ err: error }, 'could not check for a running GPU server'));
+  // Adopt a server an earlier run started, so it is reported, reused and stopped when idle;
+  // then resume the jobs the last run left (the adapters have registered for theirs).
+  await services.lifecycle.recover().catch((error) => logger.warn({ err: error }, 'could not check for a running GPU server'));
+  services.jobs.recover();
   logger.info({ discord: Boolean(bots.discord), slack: Boolean(bots.slack), managed: services.lifecycle.managed }, 'fairbot started');
 
   let stopping: Promise<void> | undefined;
@@ -89,6 +96,7 @@ export async function startApp(options: StartOptions): Promise<RunningApp> {
         await Promise.allSettled(Object.values(bots).map((b) => b.stop()));
         await services.lifecycle.close();
         await services.inference.close();
+        services.jobs.close();
         logger.info('fairbot stopped');
       })();
       return stopping;

@@ -45,6 +45,7 @@ export const messages = {
     `You already have ${max} job${max === 1 ? '' : 's'} waiting or running (USER_MAX_PENDING is ${max}). Wait for one to finish, then try again.`,
   queueFull: (max: number) =>
     `The queue is full: ${max} jobs are waiting (QUEUE_MAX is ${max}). Try again in a few minutes.`,
+  storageFailed: 'The bot could not record your job (its DATA_DIR is not writable). Tell an admin; try again later.',
   shuttingDown: 'The bot is restarting and not taking new jobs right now. Try again in a minute.',
 
   // --- job failures -----------------------------------------------------------
@@ -73,4 +74,44 @@ export const messages = {
   gpuKillFailed: (reason: string) => `Could not stop the GPU server: ${reason}.`,
   gpuKillNotManaged:
     'This bot does not manage the GPU server (no FAIR_EMAIL/FAIR_PASSWORD), so it cannot stop it.',
+} as const;
+
+// =============================================================================
+// Slack adapter (src/bots/slack): texts only the Slack side shows. Reasons are
+// clauses (no final period): they complete messages.deliveryFailed(...).
+// =============================================================================
+export const slackMessages = {
+  gpuWorking: 'Working on it...',
+  notInChannel:
+    'I am not a member of this channel. Invite me with /invite @fairbot, then run /imagine again',
+  channelNotFound:
+    'Slack would not let me post in this conversation (direct messages and private channels need me as a member). Run /imagine in a channel I am in',
+  archived: 'this channel is archived',
+  rateLimited: 'Slack is rate-limiting the bot right now. Try again in a minute',
+  uploadRefused: (detail: string) => `Slack refused the image upload (${detail})`,
+  slackError: (code: string) => `Slack answered "${code}"`,
+  unreachable: 'the bot could not reach Slack. Try again in a minute',
+  internalError: 'Something went wrong on the bot side while handling your command (it has been logged). Try again.',
+  unknownCommand: (command: string) => `I do not know ${command}. Use /imagine <prompt> or /gpu status|kill.`,
+} as const;
+
+// =============================================================================
+// Discord adapter (src/bots/discord): texts only Discord users see.
+// Appended as its own object so the shared catalogue above stays untouched.
+// =============================================================================
+
+const megabytes = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MB`;
+
+export const discordMessages = {
+  /** Posted in the channel with the bot token when the reply can no longer be edited (token older than 15 min). */
+  lateImage: (mention: string, caption: string) => `${mention} your image is ready: ${caption}`,
+  /** Any other final outcome that could not go to the reply (a failure, a refusal of the upload). */
+  lateNotice: (mention: string, text: string) => `${mention} ${text}`,
+  /** Reason passed to messages.deliveryFailed when the image is over the guild's upload limit. */
+  tooLarge: (sizeBytes: number, limitBytes: number) =>
+    `at ${megabytes(sizeBytes)} it is larger than this server's upload limit of ${megabytes(limitBytes)}, so Discord refuses it`,
+  unknownCommand: (name: string) =>
+    `This bot does not know /${name} (it knows /imagine and /gpu). An admin may need to run "fairbot register-commands".`,
+  internalError: 'Something went wrong while handling that command. It has been logged; try again in a minute.',
+  guildOnly: 'Use this command in a server channel: the image is posted in the channel the command came from.',
 } as const;

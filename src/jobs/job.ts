@@ -11,7 +11,6 @@ export function newJobId(): string {
 /** One /imagine: its progress events and its single final outcome. */
 export class Job {
   state: JobState = 'queued';
-  readonly createdAt = Date.now();
   startedAt: number | undefined;
   generatedAt: number | undefined;
   /** Aborts the generation when the job is cancelled or the server killed. */
@@ -20,6 +19,9 @@ export class Job {
   private last: JobEvent;
   private readonly listeners = new Set<(event: JobEvent) => void>();
   private settle!: (event: FinalEvent) => void;
+  /** Resolves when the adapter has reported the delivery (or its failure). */
+  readonly handedOver: Promise<void>;
+  private markHandedOver!: () => void;
 
   constructor(
     readonly id: string,
@@ -28,9 +30,17 @@ export class Job {
     /** Opaque data the adapter needs to answer later (interaction token, response_url, ...). */
     readonly reply: Record<string, unknown> = {},
     private readonly onListenerError: (error: unknown) => void = () => undefined,
+    readonly createdAt = Date.now(),
   ) {
     this.last = { type: 'queued', position: 0 };
     this.outcome = new Promise((resolve) => (this.settle = resolve));
+    this.handedOver = new Promise((resolve) => (this.markHandedOver = resolve));
+  }
+
+  /** @internal */
+  finishDelivery(state: 'delivered' | 'failed'): void {
+    this.state = state;
+    this.markHandedOver();
   }
 
   get ended(): boolean {

@@ -3,9 +3,11 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { median, StartupError, type GpuLifecycle } from '../fair/lifecycle.js';
 import { InferenceError, type InferenceClient } from '../inference/client.js';
+import { sniffImage } from '../inference/image.js';
 import { messages } from '../messages.js';
 import { Job, newJobId } from './job.js';
-import type { FailureReason, Requester } from './types.js';
+import type { JobRecord, JobStore } from './store.js';
+import type { FailureReason, GeneratedImage, Platform, Requester } from './types.js';
 
 /** A job refused at the door (a limit, a bad prompt, shutting down); `message` is for the user. */
 export class JobRefusal extends Error {
@@ -17,9 +19,14 @@ export interface JobServiceDeps {
   logger: Logger;
   lifecycle: GpuLifecycle;
   inference: InferenceClient;
+  /** Durable record of every job; without it jobs live in memory only (the CLI). */
+  store?: JobStore;
   /** How often a job waiting on a cold start hears how long it has been. */
   warmingTickMs?: number;
 }
+
+/** A job that crashed the bot this often is not tried again. */
+const MAX_ATTEMPTS = 3;
 
 /**
  * The job queue: limits at the door, FIFO through QUEUE_CONCURRENCY GPU slots,
@@ -31,9 +38,14 @@ export class JobService {
   /** Jobs waiting for a GPU slot, oldest first: their index is their position. */
   private readonly waiting: Job[] = [];
   private readonly running = new Set<Job>();
+  /** Generated, not yet delivered: shutdown gives their uploads a moment. */
+  private readonly delivering = new Set<Job>();
   private readonly jobs = new Map<string, Job>();
   private readonly recentGenerationsMs: number[] = [];
+  private readonly recoveryHandlers = new Map<Platform, (job: Job) => void>();
   private closed = false;
+  /** Set during shutdown: an aborted generation goes back to the queue, not to its user. */
+  private suspending = false;
   private readonly log: Logger;
 
   constructor(private readonly deps: JobServiceDeps) {
@@ -41,34 +53,76 @@ export class JobService {
     this.queue = new PQueue({ concurrency: deps.config.queueConcurrency });
     // A failed start fails everyone who was waiting through it, not one job per attempt.
     deps.lifecycle.on('start-failed', (error: StartupError) => {
+      if (error.kind === 'shutdown') return;
       for (const job of [...this.waiting]) this.finishFailed(job, error.message, reasonOf(error));
     });
   }
 
-  /** Accepts a job or throws JobRefusal naming the limit. */
-  submit(requester: Requester, prompt: string, reply?: Record<string, unknown>): Job {
-    const { config } = this.deps;
+  /** Accepts a job or throws JobRefusal naming the limit. The job is recorded before this returns. */
+  submit(requester: Requester, prompt: string, reply: Record<string, unknown> = {}): Job {
+    const { config, store } = this.deps;
     if (this.closed) throw new JobRefusal(messages.shuttingDown);
     const pending = [...this.waiting, ...this.running].filter((j) => sameUser(j.requester, requester)).length;
     if (pending >= config.userMaxPending) throw new JobRefusal(messages.userLimit(config.userMaxPending));
     if (this.waiting.length >= config.queueMax) throw new JobRefusal(messages.queueFull(config.queueMax));
 
-    const job = new Job(newJobId(), requester, prompt, reply, (error) =>
-      this.log.error({ jobId: job.id, err: error }, 'a progress listener failed'),
-    );
-    this.jobs.set(job.id, job);
-    this.waiting.push(job);
-    this.log.info({ jobId: job.id, platform: requester.platform, userId: requester.userId, position: this.waiting.length }, 'job queued');
-    this.announcePositions();
-    this.deps.lifecycle.setActivity(this.busy());
-    // Start warming the GPU now, not when the job reaches a slot.
-    if (this.deps.lifecycle.state !== 'ready') this.deps.lifecycle.ensureReady().catch(() => undefined);
-    void this.queue.add(() => this.run(job));
+    const id = newJobId();
+    try {
+      store?.insert(id, requester, prompt, reply);
+    } catch (error) {
+      this.log.error({ err: error }, 'could not record a job');
+      throw new JobRefusal(messages.storageFailed);
+    }
+    const job = this.track(new Job(id, requester, prompt, reply, (error) => this.log.error({ jobId: id, err: error }, 'a progress listener failed')));
+    this.log.info({ jobId: id, platform: requester.platform, userId: requester.userId, position: this.waiting.length + 1 }, 'job queued');
+    this.enqueue(job);
     return job;
+  }
+
+  /**
+   * Adapters register here to take over the jobs of their platform found in DATA_DIR
+   * after a restart (they follow them as if they had just been submitted).
+   */
+  onRecovered(platform: Platform, handler: (job: Job) => void): void {
+    this.recoveryHandlers.set(platform, handler);
+  }
+
+  /**
+   * Picks up where the last run stopped: queued and running jobs run again in their
+   * original order; a generated image not yet delivered is handed to its adapter.
+   */
+  recover(): number {
+    const { store } = this.deps;
+    if (!store) return 0;
+    store.prune();
+    let recovered = 0;
+    for (const record of store.unfinished()) {
+      if (this.jobs.has(record.id)) continue;
+      const handler = this.recoveryHandlers.get(record.requester.platform);
+      if (!handler) {
+        // A CLI process that died has nobody left to answer; other platforms wait for their adapter.
+        if (record.requester.platform === 'cli') store.markEnded(record.id, 'failed', 'the CLI process ended');
+        else this.log.warn({ jobId: record.id, platform: record.requester.platform }, 'job kept for a platform that is not running');
+        continue;
+      }
+      const job = this.restore(record);
+      if (!job) continue;
+      recovered++;
+      handler(job);
+    }
+    if (recovered > 0) this.log.info({ recovered }, 'jobs recovered from the last run');
+    return recovered;
   }
 
   get(jobId: string): Job | undefined {
     return this.jobs.get(jobId);
+  }
+
+  /** Updates what the adapter needs to answer later (e.g. a message id it has since created). */
+  updateReply(jobId: string, reply: Record<string, unknown>): void {
+    const job = this.jobs.get(jobId);
+    if (job) Object.assign(job.reply, reply);
+    this.deps.store?.updateReply(jobId, job?.reply ?? reply);
   }
 
   counts(): { waiting: number; running: number } {
@@ -83,8 +137,9 @@ export class JobService {
   /** The adapter posted the image. */
   delivered(jobId: string): void {
     const job = this.jobs.get(jobId);
+    this.deps.store?.markEnded(jobId, 'delivered');
     if (!job) return;
-    job.state = 'delivered';
+    job.finishDelivery('delivered');
     this.log.info({ jobId, ...this.timings(job), deliveryMs: Date.now() - (job.generatedAt ?? Date.now()) }, 'job delivered');
     this.forget(job);
   }
@@ -92,8 +147,9 @@ export class JobService {
   /** The adapter could not post the image; it has told the user what it could. */
   deliveryFailed(jobId: string, reason: string): void {
     const job = this.jobs.get(jobId);
+    this.deps.store?.markEnded(jobId, 'failed', reason);
     if (!job) return;
-    job.state = 'failed';
+    job.finishDelivery('failed');
     this.log.warn({ jobId, reason, ...this.timings(job) }, 'job delivery failed');
     this.forget(job);
   }
@@ -112,16 +168,84 @@ export class JobService {
     return ended;
   }
 
-  /** Stops taking jobs; lets running generations finish within graceMs; ends the rest. */
+  /**
+   * SIGTERM: stop taking jobs; let the generation on the GPU (and uploads under way)
+   * finish within graceMs. With a store, the rest stay recorded and run after the
+   * restart; without one, their users are told.
+   */
   async shutdown(graceMs: number): Promise<void> {
     this.closed = true;
     this.queue.clear();
-    for (const job of [...this.waiting]) this.finishFailed(job, messages.stoppedForShutdown, 'shutdown');
-    const running = [...this.running].map((j) => j.outcome);
-    if (running.length > 0) {
-      await Promise.race([Promise.allSettled(running), new Promise((r) => setTimeout(r, graceMs).unref())]);
+    const store = this.deps.store;
+    for (const job of [...this.waiting]) {
+      if (store) this.waiting.splice(this.waiting.indexOf(job), 1);
+      else this.finishFailed(job, messages.stoppedForShutdown, 'shutdown');
     }
-    for (const job of [...this.running]) this.finishFailed(job, messages.stoppedForShutdown, 'shutdown');
+    const inFlight = [...this.running, ...this.delivering].map((j) => (j.state === 'generated' ? j.handedOver : j.outcome));
+    if (inFlight.length > 0 && graceMs > 0) {
+      await Promise.race([Promise.allSettled(inFlight), new Promise((r) => setTimeout(r, graceMs).unref())]);
+    }
+    this.suspending = true;
+    for (const job of [...this.running]) {
+      if (store) {
+        this.running.delete(job);
+        job.abort.abort();
+        store.markQueued(job.id);
+      } else {
+        this.finishFailed(job, messages.stoppedForShutdown, 'shutdown');
+      }
+    }
+    this.deps.lifecycle.setActivity(0);
+  }
+
+  /** Releases the store (after shutdown). */
+  close(): void {
+    this.deps.store?.close();
+  }
+
+  private track(job: Job): Job {
+    this.jobs.set(job.id, job);
+    return job;
+  }
+
+  private enqueue(job: Job): void {
+    this.waiting.push(job);
+    this.announcePositions();
+    this.deps.lifecycle.setActivity(this.busy());
+    // Start warming the GPU now, not when the job reaches a slot.
+    if (this.deps.lifecycle.state !== 'ready') this.deps.lifecycle.ensureReady().catch(() => undefined);
+    void this.queue.add(() => this.run(job));
+  }
+
+  private restore(record: JobRecord): Job | undefined {
+    const store = this.deps.store!;
+    const job = this.track(
+      new Job(record.id, record.requester, record.prompt, record.reply, (error) =>
+        this.log.error({ jobId: record.id, err: error }, 'a progress listener failed'),
+        record.createdAt,
+      ),
+    );
+    if (record.state === 'generated') {
+      const bytes = store.readImage(record);
+      const kind = bytes && sniffImage(bytes);
+      if (bytes && kind) {
+        job.state = 'generated';
+        job.generatedAt = Date.now();
+        this.delivering.add(job);
+        job.emit({ type: 'done', image: { bytes, ...kind }, generationMs: 0 });
+        return job;
+      }
+      // The image file is gone: generate it again rather than lose the job.
+    }
+    if (record.attempts >= MAX_ATTEMPTS) {
+      store.markEnded(record.id, 'failed', 'too many attempts');
+      job.fail(messages.inferenceFailed(`the job was tried ${record.attempts} times without finishing`), 'inference-failed');
+      this.log.warn({ jobId: record.id, attempts: record.attempts }, 'job dropped after repeated attempts');
+      return job;
+    }
+    if (record.state !== 'queued') store.markQueued(record.id);
+    this.enqueue(job);
+    return job;
   }
 
   private busy(): number {
@@ -129,11 +253,12 @@ export class JobService {
   }
 
   private async run(job: Job): Promise<void> {
-    if (job.ended) return;
+    if (job.ended || this.closed) return;
     this.waiting.splice(this.waiting.indexOf(job), 1);
     this.running.add(job);
     job.state = 'running';
     job.startedAt = Date.now();
+    this.deps.store?.markRunning(job.id);
     this.announcePositions();
     const { lifecycle, inference } = this.deps;
     let retried = false;
@@ -144,28 +269,21 @@ export class JobService {
         try {
           server = await lifecycle.ensureReady();
         } catch (error) {
+          if (this.suspending) return;
           this.finishFailed(job, error instanceof StartupError ? error.message : messages.startupFailed(String(error)), reasonOf(error));
           return;
         } finally {
           stopTicking();
         }
-        if (job.ended) return;
+        if (job.ended || this.suspending) return;
         const etaMs = this.medianGenerationMs();
         job.emit({ type: 'generating', etaS: etaMs === undefined ? undefined : etaMs / 1000 });
         const began = Date.now();
+        let image: GeneratedImage;
         try {
-          const image = await inference.infer(server.endpoint, job.prompt, job.abort.signal);
-          const generationMs = Date.now() - began;
-          this.recordGeneration(generationMs);
-          this.running.delete(job);
-          job.state = 'generated';
-          job.generatedAt = Date.now();
-          this.deps.lifecycle.setActivity(this.busy());
-          this.log.info({ jobId: job.id, generationMs, bytes: image.bytes.length }, 'image generated');
-          job.emit({ type: 'done', image, generationMs });
-          return;
+          image = await inference.infer(server.endpoint, job.prompt, job.abort.signal);
         } catch (error) {
-          if (job.ended) return;
+          if (job.ended || this.suspending) return;
           const failure = error instanceof InferenceError ? error : new InferenceError('connection-lost', String(error));
           if (failure.kind === 'unreachable' || failure.kind === 'connection-lost') {
             lifecycle.markDown(server.epoch, failure.reason);
@@ -182,11 +300,32 @@ export class JobService {
           this.finishFailed(job, messages.inferenceFailed(failure.reason), 'inference-failed');
           return;
         }
+        const generationMs = Date.now() - began;
+        this.recordGeneration(generationMs);
+        this.running.delete(job);
+        job.state = 'generated';
+        job.generatedAt = Date.now();
+        this.delivering.add(job);
+        // Returning frees the GPU slot now; recording and handing over the image happen after.
+        setImmediate(() => this.complete(job, image, generationMs));
+        return;
       }
     } finally {
       this.running.delete(job);
       this.deps.lifecycle.setActivity(this.busy());
     }
+  }
+
+  private complete(job: Job, image: GeneratedImage, generationMs: number): void {
+    if (job.ended) return; // cancelled in between
+    try {
+      this.deps.store?.markGenerated(job.id, image);
+    } catch (error) {
+      // The image is in memory: deliver it anyway; only a crash now could lose it.
+      this.log.error({ jobId: job.id, err: error }, 'could not keep the image in DATA_DIR');
+    }
+    this.log.info({ jobId: job.id, generationMs, bytes: image.bytes.length }, 'image generated');
+    job.emit({ type: 'done', image, generationMs });
   }
 
   /** While a job waits on a cold start, tell it how long it has been, once a second. */
@@ -208,6 +347,7 @@ export class JobService {
     if (!job.fail(message, reason)) return false;
     if (wasWaiting >= 0) this.waiting.splice(wasWaiting, 1);
     this.running.delete(job);
+    this.deps.store?.markEnded(job.id, reason === 'cancelled' ? 'cancelled' : 'failed', message);
     this.log.info({ jobId: job.id, reason, ...this.timings(job) }, 'job failed');
     this.deps.lifecycle.setActivity(this.busy());
     this.announcePositions();
@@ -241,8 +381,9 @@ export class JobService {
     };
   }
 
-  /** Delivered or failed jobs are kept a little, for late button clicks and lookups. */
+  /** Ended jobs are kept a little, for late button clicks and lookups. */
   private forget(job: Job): void {
+    this.delivering.delete(job);
     setTimeout(() => this.jobs.delete(job.id), 10 * 60_000).unref();
   }
 }
