@@ -7,6 +7,7 @@ import { InferenceClient } from './inference/client.js';
 import { JobService } from './jobs/service.js';
 import { JobStore } from './jobs/store.js';
 import { createLogger } from './logger.js';
+import { Metrics, startOpsServer, type Health } from './metrics.js';
 import type { Services } from './services.js';
 
 export interface ServiceOptions {
@@ -34,19 +35,23 @@ export function createServices(config: Config, options: ServiceOptions = {}): Se
   });
   const store = options.durable ? new JobStore(config.dataDir) : undefined;
   const jobs = new JobService({ config, logger, lifecycle, inference, store, warmingTickMs: options.timing?.warmingTickMs });
-  return { config, logger, lifecycle, jobs, inference };
+  return { config, logger, lifecycle, jobs, inference, metrics: new Metrics(lifecycle, jobs) };
 }
 
 export interface Bot {
   stop(): Promise<void>;
   /** The HTTP port a bot listens on, when it has one (Slack HTTP mode). */
   port?: number;
+  /** Whether the bot is connected to its platform, for /healthz. */
+  health?(): Health;
 }
 
 export interface RunningApp {
   services: Services;
   discord?: Bot;
   slack?: Bot;
+  /** The /metrics and /healthz port, when METRICS_PORT is set. */
+  metricsPort?: number;
   /** SIGTERM path: stop taking jobs, let the GPU job finish within graceMs, stop the bots. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -84,16 +89,22 @@ export async function startApp(options: StartOptions): Promise<RunningApp> {
   // then resume the jobs the last run left (the adapters have registered for theirs).
   await services.lifecycle.recover().catch((error) => logger.warn({ err: error }, 'could not check for a running GPU server'));
   services.jobs.recover();
+  const ops =
+    config.metricsPort === undefined
+      ? undefined
+      : await startOpsServer(config.metricsPort, services.metrics, () => botsHealth(bots), logger);
   logger.info({ discord: Boolean(bots.discord), slack: Boolean(bots.slack), managed: services.lifecycle.managed }, 'fairbot started');
 
   let stopping: Promise<void> | undefined;
   return {
     services,
     ...bots,
+    metricsPort: ops?.port,
     stop(graceMs = 8_000) {
       stopping ??= (async () => {
         await services.jobs.shutdown(graceMs);
         await Promise.allSettled(Object.values(bots).map((b) => b.stop()));
+        await ops?.close();
         await services.lifecycle.close();
         await services.inference.close();
         services.jobs.close();
@@ -102,6 +113,15 @@ export async function startApp(options: StartOptions): Promise<RunningApp> {
       return stopping;
     },
   };
+}
+
+/** Healthy when every configured platform is connected. */
+function botsHealth(bots: { discord?: Bot; slack?: Bot }): Health {
+  const problems = Object.entries(bots).flatMap(([name, bot]) => {
+    const h = bot?.health?.() ?? { ok: true };
+    return h.ok ? [] : [`${name}: ${h.reason ?? 'not connected'}`];
+  });
+  return problems.length === 0 ? { ok: true } : { ok: false, reason: problems.join('; ') };
 }
 
 type BotModule<K extends string> = Record<K, (services: Services) => Promise<Bot>>;

@@ -11,12 +11,20 @@ const optionalString = z
   .optional()
   .transform((v) => (v === '' ? undefined : v));
 
+/** An empty value (`VAR=` in .env or --env-file) counts as unset, as for the numbers below. */
+const orDefault = <T extends z.ZodType>(fallback: string, schema: T) =>
+  z.preprocess((v) => (v === undefined || (typeof v === 'string' && v.trim() === '') ? fallback : v), schema);
+
+const text = (fallback: string) => orDefault(fallback, z.string().trim());
+
 const url = (fallback: string) =>
-  z
-    .string()
-    .trim()
-    .default(fallback)
-    .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: 'must be an http(s) URL' });
+  orDefault(
+    fallback,
+    z
+      .string()
+      .trim()
+      .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: 'must be an http(s) URL' }),
+  );
 
 const number = (fallback: number, min: number, max: number, int = true) => {
   const base = z.coerce.number({ message: 'must be a number' });
@@ -26,11 +34,12 @@ const number = (fallback: number, min: number, max: number, int = true) => {
   return z.preprocess((v) => (v === undefined || v === '' ? fallback : v), bounded);
 };
 
-const portMapping = z
-  .string()
-  .trim()
-  .default('5000:8080')
-  .transform((value, ctx) => {
+const portMapping = orDefault(
+  '5000:8080',
+  z
+    .string()
+    .trim()
+    .transform((value, ctx) => {
     const match = /^(\d{1,5}):(\d{1,5})$/.exec(value);
     const host = Number(match?.[1]);
     const container = Number(match?.[2]);
@@ -39,7 +48,8 @@ const portMapping = z
       return z.NEVER;
     }
     return { host, container };
-  });
+  }),
+);
 
 const adminIds = z
   .string()
@@ -67,9 +77,9 @@ export const envSchema = z.object({
   FAIR_SERVER_URL: url('https://faircompute.com:8000'),
   FAIR_EMAIL: optionalString,
   FAIR_PASSWORD: optionalString,
-  FAIR_NODE: z.string().trim().default('any'),
-  FAIR_IMAGE: z.string().trim().min(1, { message: 'must not be empty' }).default('faircompute/diffusion-octo:v1'),
-  FAIR_RUNTIME: z.string().trim().min(1, { message: 'must not be empty' }).default('nvidia'),
+  FAIR_NODE: text('any'),
+  FAIR_IMAGE: text('faircompute/diffusion-octo:v1'),
+  FAIR_RUNTIME: text('nvidia'),
   FAIR_PORTS: portMapping,
   INFERENCE_URL: optionalString.refine((v) => v === undefined || /^https?:\/\/[^\s/]+/.test(v), {
     message: 'must be an http(s) URL',
@@ -90,7 +100,11 @@ export const envSchema = z.object({
   SLACK_APP_TOKEN: optionalString,
   SLACK_PORT: number(3000, 0, 65_535),
   SLACK_API_URL: url('https://slack.com/api/'),
-  DATA_DIR: z.string().trim().min(1, { message: 'must not be empty' }).default('./data'),
+  METRICS_PORT: z.preprocess(
+    (v) => (v === undefined || v === '' ? undefined : v),
+    z.coerce.number({ message: 'must be a number' }).int({ message: 'must be a whole number' }).min(0, { message: 'must be at least 0' }).max(65_535, { message: 'must be at most 65535' }).optional(),
+  ),
+  DATA_DIR: text('./data'),
   LOG_LEVEL: z.preprocess((v) => (v === undefined || v === '' ? 'info' : v), logLevel),
 });
 
@@ -122,6 +136,8 @@ export interface Config {
   slackAppToken?: string;
   slackPort: number;
   slackApiUrl: string;
+  /** Off when unset. */
+  metricsPort?: number;
   dataDir: string;
   logLevel: z.infer<typeof logLevel>;
   /** Values that must never reach a log line or a message. */
@@ -171,6 +187,7 @@ export function loadConfig(env: Env): Config {
     slackAppToken: e.SLACK_APP_TOKEN,
     slackPort: e.SLACK_PORT,
     slackApiUrl: e.SLACK_API_URL.endsWith('/') ? e.SLACK_API_URL : `${e.SLACK_API_URL}/`,
+    metricsPort: e.METRICS_PORT,
     dataDir: e.DATA_DIR,
     logLevel: e.LOG_LEVEL,
     secrets,

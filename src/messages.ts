@@ -108,8 +108,11 @@ export const discordMessages = {
   /** Any other final outcome that could not go to the reply (a failure, a refusal of the upload). */
   lateNotice: (mention: string, text: string) => `${mention} ${text}`,
   /** Reason passed to messages.deliveryFailed when the image is over the guild's upload limit. */
-  tooLarge: (sizeBytes: number, limitBytes: number) =>
-    `at ${megabytes(sizeBytes)} it is larger than this server's upload limit of ${megabytes(limitBytes)}, so Discord refuses it`,
+  tooLarge: (sizeBytes: number, limitBytes?: number) =>
+    `at ${megabytes(sizeBytes)} it is larger than this server's upload limit${limitBytes ? ` of ${megabytes(limitBytes)}` : ''}, so Discord refuses it`,
+  /** Reason passed to messages.deliveryFailed when Discord refused or could not be reached. */
+  refused: (detail: string) => `Discord refused it (${detail})`,
+  unreachable: 'Discord could not be reached',
   unknownCommand: (name: string) =>
     `This bot does not know /${name} (it knows /imagine and /gpu). An admin may need to run "fairbot register-commands".`,
   internalError: 'Something went wrong while handling that command. It has been logged; try again in a minute.',

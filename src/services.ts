@@ -3,6 +3,7 @@ import type { Config } from './config.js';
 import type { GpuLifecycle } from './fair/lifecycle.js';
 import type { JobService } from './jobs/service.js';
 import type { InferenceClient } from './inference/client.js';
+import type { Metrics } from './metrics.js';
 
 /**
  * Everything a command needs, built once at start (src/app.ts) and handed to
@@ -14,4 +15,5 @@ export interface Services {
   lifecycle: GpuLifecycle;
   jobs: JobService;
   inference: InferenceClient;
+  metrics: Metrics;
 }

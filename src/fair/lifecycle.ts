@@ -76,7 +76,8 @@ export interface LifecycleDeps {
  * The one owner of the GPU server's life: the only code that starts or stops it.
  * One instance per Fair node (one now; several nodes would be several instances).
  *
- * Events: 'state' (GpuState), 'start-failed' (StartupError), 'stopped' ({ reason }).
+ * Events: 'state' (GpuState), 'ready' ({ coldStartMs, started: whether a start program was sent }), 'start-failed' (StartupError),
+ * 'stopped' ({ reason }).
  */
 export class GpuLifecycle extends EventEmitter {
   private currentState: GpuState = 'stopped';
@@ -237,6 +238,7 @@ export class GpuLifecycle extends EventEmitter {
       }
       const deadline = Date.now() + this.deps.config.startupTimeoutMs;
       const signal = AbortSignal.any([abort.signal, AbortSignal.timeout(this.deps.config.startupTimeoutMs)]);
+      const sentBefore = this.startProgramsSent;
       const endpoint = await this.start(signal, deadline);
       const coldStartMs = Date.now() - this.startingSinceMs;
       this.failures = 0;
@@ -246,6 +248,7 @@ export class GpuLifecycle extends EventEmitter {
       this.epoch++;
       this.setState('ready');
       this.log.info({ endpoint, coldStartMs }, 'GPU server ready');
+      this.emit('ready', { coldStartMs, started: this.startProgramsSent > sentBefore });
       this.armIdleTimer();
       return { endpoint, epoch: this.epoch };
     } catch (error) {

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -34,6 +35,11 @@ const MAX_ATTEMPTS = 3;
  * in hand; delivery happens outside it.
  */
 export class JobService {
+  /**
+   * For observers (metrics, logs): 'generated' ({ jobId, generationMs }),
+   * 'ended' ({ jobId, outcome: 'delivered' | 'delivery-failed' | FailureReason }), 'changed' ().
+   */
+  readonly events = new EventEmitter();
   private readonly queue: PQueue;
   /** Jobs waiting for a GPU slot, oldest first: their index is their position. */
   private readonly waiting: Job[] = [];
@@ -140,6 +146,7 @@ export class JobService {
     this.deps.store?.markEnded(jobId, 'delivered');
     if (!job) return;
     job.finishDelivery('delivered');
+    this.events.emit('ended', { jobId, outcome: 'delivered' });
     this.log.info({ jobId, ...this.timings(job), deliveryMs: Date.now() - (job.generatedAt ?? Date.now()) }, 'job delivered');
     this.forget(job);
   }
@@ -150,6 +157,7 @@ export class JobService {
     this.deps.store?.markEnded(jobId, 'failed', reason);
     if (!job) return;
     job.finishDelivery('failed');
+    this.events.emit('ended', { jobId, outcome: 'delivery-failed' });
     this.log.warn({ jobId, reason, ...this.timings(job) }, 'job delivery failed');
     this.forget(job);
   }
@@ -211,7 +219,7 @@ export class JobService {
   private enqueue(job: Job): void {
     this.waiting.push(job);
     this.announcePositions();
-    this.deps.lifecycle.setActivity(this.busy());
+    this.activityChanged();
     // Start warming the GPU now, not when the job reaches a slot.
     if (this.deps.lifecycle.state !== 'ready') this.deps.lifecycle.ensureReady().catch(() => undefined);
     void this.queue.add(() => this.run(job));
@@ -246,6 +254,11 @@ export class JobService {
     if (record.state !== 'queued') store.markQueued(record.id);
     this.enqueue(job);
     return job;
+  }
+
+  private activityChanged(): void {
+    this.deps.lifecycle.setActivity(this.busy());
+    this.events.emit('changed');
   }
 
   private busy(): number {
@@ -312,7 +325,7 @@ export class JobService {
       }
     } finally {
       this.running.delete(job);
-      this.deps.lifecycle.setActivity(this.busy());
+      this.activityChanged();
     }
   }
 
@@ -349,7 +362,8 @@ export class JobService {
     this.running.delete(job);
     this.deps.store?.markEnded(job.id, reason === 'cancelled' ? 'cancelled' : 'failed', message);
     this.log.info({ jobId: job.id, reason, ...this.timings(job) }, 'job failed');
-    this.deps.lifecycle.setActivity(this.busy());
+    this.events.emit('ended', { jobId: job.id, outcome: reason });
+    this.activityChanged();
     this.announcePositions();
     this.forget(job);
     return true;
@@ -369,6 +383,7 @@ export class JobService {
   }
 
   private recordGeneration(ms: number): void {
+    this.events.emit('generated', { generationMs: ms });
     this.recentGenerationsMs.push(ms);
     if (this.recentGenerationsMs.length > 20) this.recentGenerationsMs.shift();
     this.deps.lifecycle.noteGeneration(ms);

@@ -1,0 +1,54 @@
+import type { AllMiddlewareArgs, SlackCommandMiddlewareArgs } from '@slack/bolt';
+import { gpu, type GpuResult } from '../../../../commands/gpu.js';
+import { slackMessages } from '../../../../messages.js';
+import { commandFields, type SlackContext } from '../../context.js';
+import { UserReplies } from '../../reply.js';
+import { escapeMrkdwn } from '../../text.js';
+
+type Args = SlackCommandMiddlewareArgs & AllMiddlewareArgs;
+
+/**
+ * /gpu status | kill (admins, checked by the core). The answer is the ack when it is
+ * ready within the ack budget; a slow kill is acked with "working on it" and its
+ * result replaces that message.
+ */
+export function gpuCommand(ctx: SlackContext) {
+  return async ({ command, ack }: Args): Promise<void> => {
+    const receivedAt = Date.now();
+    const fields = commandFields(command as unknown as Record<string, unknown>);
+    if (!fields) {
+      ctx.log.warn({ command: command.command }, 'slash command without user_id or channel_id');
+      await ack({ response_type: 'ephemeral', text: escapeMrkdwn(slackMessages.internalError) });
+      return;
+    }
+    const result: Promise<GpuResult> = gpu(
+      { requester: { platform: 'slack', userId: fields.userId, userName: fields.userName, channelId: fields.channelId }, subcommand: fields.text },
+      ctx.services,
+    ).catch((error: unknown) => {
+      ctx.log.error({ err: error, userId: fields.userId }, '/gpu failed');
+      return { ok: false, message: slackMessages.internalError };
+    });
+    ctx.inflight.track(result);
+    let timer: NodeJS.Timeout | undefined;
+    const quick = await Promise.race([
+      result,
+      new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => resolve(undefined), ctx.gpuAckBudgetMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (quick) {
+      await ack({ response_type: 'ephemeral', text: escapeMrkdwn(quick.message) });
+      return;
+    }
+    await ack({ response_type: 'ephemeral', text: escapeMrkdwn(slackMessages.gpuWorking) });
+    const replies = new UserReplies(
+      { userId: fields.userId, channelId: fields.channelId, responseUrl: fields.responseUrl, receivedAt },
+      ctx.client,
+      ctx.log,
+      ctx.inflight,
+    );
+    const final = await result;
+    await replies.say(final.message, { responseUrl: replies.responseUrl.tryReserve(0), replace: true, ephemeral: true, final: true });
+  };
+}

@@ -1,0 +1,63 @@
+import type { AllMiddlewareArgs, SlackCommandMiddlewareArgs } from '@slack/bolt';
+import { imagine } from '../../../../commands/imagine.js';
+import { messages, slackMessages } from '../../../../messages.js';
+import { commandFields, type SlackContext } from '../../context.js';
+import { JobReporter } from '../../progress.js';
+import { UserReplies } from '../../reply.js';
+import { escapeMrkdwn } from '../../text.js';
+
+type Args = SlackCommandMiddlewareArgs & AllMiddlewareArgs;
+
+/**
+ * /imagine <prompt>: acknowledged at once with the job's status (ephemeral), then kept
+ * up to date; the image goes to the channel. Refusals are the ack itself.
+ */
+export function imagineCommand(ctx: SlackContext) {
+  return async ({ command, ack }: Args): Promise<void> => {
+    const receivedAt = Date.now();
+    const fields = commandFields(command as unknown as Record<string, unknown>);
+    if (!fields) {
+      ctx.log.warn({ command: command.command }, 'slash command without user_id or channel_id');
+      await ack({ response_type: 'ephemeral', text: escapeMrkdwn(slackMessages.internalError) });
+      return;
+    }
+    let result: ReturnType<typeof imagine>;
+    try {
+      result = imagine(
+        {
+          requester: { platform: 'slack', userId: fields.userId, userName: fields.userName, channelId: fields.channelId },
+          prompt: fields.text,
+          reply: { responseUrl: fields.responseUrl, receivedAt },
+        },
+        ctx.services,
+      );
+    } catch (error) {
+      ctx.log.error({ err: error, userId: fields.userId }, '/imagine failed');
+      await ack({ response_type: 'ephemeral', text: escapeMrkdwn(slackMessages.internalError) });
+      return;
+    }
+    if (!result.ok) {
+      await ack({ response_type: 'ephemeral', text: escapeMrkdwn(result.message) });
+      return;
+    }
+    const { job } = result;
+    const first = job.lastEvent;
+    const text = messages.progress(first);
+    ctx.log.info({ jobId: job.id, userId: fields.userId, channelId: fields.channelId }, '/imagine accepted');
+    const replies = new UserReplies(
+      { userId: fields.userId, channelId: fields.channelId, responseUrl: fields.responseUrl, receivedAt },
+      ctx.client,
+      ctx.log,
+      ctx.inflight,
+    );
+    const reporter = new JobReporter(job, replies, ctx, { kind: first.type, text, at: Date.now() });
+    ctx.reporters.add(reporter);
+    void job.outcome.finally(() => ctx.reporters.delete(reporter));
+    try {
+      await ack({ response_type: 'ephemeral', text: escapeMrkdwn(text) });
+    } finally {
+      // Even if the ack could not be written, the job runs: its outcome still needs telling.
+      reporter.start();
+    }
+  };
+}

@@ -1,0 +1,161 @@
+import type { webApi } from '@slack/bolt';
+import type { Logger } from 'pino';
+import { describeSlackError } from './errors.js';
+import { escapeMrkdwn } from './text.js';
+
+/** Slack's limits on a command's response_url (SPEC section 5). */
+export const RESPONSE_URL_MAX_POSTS = 5;
+export const RESPONSE_URL_TTL_MS = 30 * 60_000;
+/** Stop using a response_url a little before it expires rather than race the deadline. */
+const RESPONSE_URL_MARGIN_MS = 60_000;
+const RESPONSE_URL_TIMEOUT_MS = 10_000;
+
+/**
+ * A command's response_url with its budget: 5 posts within 30 minutes of the command.
+ * Slots are reserved synchronously when a message is decided, so decisions made while
+ * earlier posts are still in flight count them.
+ */
+export class ResponseUrl {
+  private used = 0;
+  private dead = false;
+
+  constructor(
+    private readonly url: string | undefined,
+    /** When Slack sent the command (we use our receive time: a little later, so safe). */
+    private readonly createdAt: number,
+    private readonly limits = { maxPosts: RESPONSE_URL_MAX_POSTS, ttlMs: RESPONSE_URL_TTL_MS - RESPONSE_URL_MARGIN_MS },
+  ) {}
+
+  /** Posts still allowed now. */
+  remaining(now = Date.now()): number {
+    if (!this.url || this.dead || now - this.createdAt >= this.limits.ttlMs) return 0;
+    return Math.max(0, this.limits.maxPosts - this.used);
+  }
+
+  get postsUsed(): number {
+    return this.used;
+  }
+
+  /** Takes a slot if more than `keep` remain. */
+  tryReserve(keep = 0): boolean {
+    if (this.remaining() <= keep) return false;
+    this.used += 1;
+    return true;
+  }
+
+  /** Posts a message on a reserved slot. False when Slack refused it (the URL is then given up). */
+  async post(body: Record<string, unknown>): Promise<{ ok: boolean; detail?: string }> {
+    if (!this.url || this.dead) return { ok: false, detail: 'no response_url' };
+    if (Date.now() - this.createdAt >= this.limits.ttlMs) return { ok: false, detail: 'response_url expired' };
+    try {
+      const res = await fetch(this.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(RESPONSE_URL_TIMEOUT_MS),
+      });
+      const text = await res.text().catch(() => '');
+      if (res.ok) return { ok: true };
+      // 404 expired_url / used_url and the like: this URL is done.
+      if (res.status !== 429 && res.status < 500) this.dead = true;
+      return { ok: false, detail: `HTTP ${res.status} ${text.slice(0, 60)}`.trim() };
+    } catch (error) {
+      return { ok: false, detail: error instanceof Error ? error.message : String(error) };
+    }
+  }
+}
+
+export type Delivered = 'response_url' | 'ephemeral' | 'none';
+
+export interface ReplyTarget {
+  userId: string;
+  channelId: string;
+  responseUrl?: string;
+  receivedAt: number;
+}
+
+/** Work the adapter must let finish (or time out) before it stops. */
+export class Inflight {
+  private readonly pending = new Set<Promise<unknown>>();
+
+  track<T>(p: Promise<T>): Promise<T> {
+    this.pending.add(p);
+    const done = () => this.pending.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  async settle(timeoutMs: number): Promise<void> {
+    if (this.pending.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.pending]),
+      new Promise<void>((r) => {
+        timer = setTimeout(r, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+}
+
+export interface SayOptions {
+  /** A response_url slot was reserved for this message. */
+  responseUrl: boolean;
+  /** replace_original: the command's status message is edited in place. */
+  replace?: boolean;
+  /** Fall back to chat.postEphemeral when the response_url is not used or fails. */
+  ephemeral: boolean;
+  /** The last word of a command: if nothing reaches the user, say so in the log. */
+  final?: boolean;
+}
+
+/**
+ * The private line to the user who ran a command: the command's response_url while
+ * it lasts, chat.postEphemeral otherwise. Messages go out one at a time, in order.
+ */
+export class UserReplies {
+  readonly responseUrl: ResponseUrl;
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly target: ReplyTarget,
+    private readonly client: webApi.WebClient,
+    private readonly log: Logger,
+    private readonly inflight: Inflight,
+  ) {
+    this.responseUrl = new ResponseUrl(target.responseUrl, target.receivedAt);
+  }
+
+  /** Queues a message (plain text: escaped here). Resolves with where it went. */
+  say(text: string, opts: SayOptions): Promise<Delivered> {
+    const next = this.chain.then(() => this.send(escapeMrkdwn(text), opts));
+    this.chain = next.catch(() => undefined);
+    return this.inflight.track(next);
+  }
+
+  private async send(text: string, opts: SayOptions): Promise<Delivered> {
+    const { userId, channelId } = this.target;
+    let why = 'no response_url slot left';
+    if (opts.responseUrl) {
+      const res = await this.responseUrl.post({ response_type: 'ephemeral', replace_original: opts.replace ?? false, text });
+      if (res.ok) return 'response_url';
+      why = `response_url refused: ${res.detail}`;
+      this.log.info({ userId, detail: res.detail }, 'response_url post refused');
+    }
+    if (opts.ephemeral) {
+      try {
+        await this.client.chat.postEphemeral({ channel: channelId, user: userId, text });
+        return 'ephemeral';
+      } catch (error) {
+        const failure = describeSlackError(error);
+        why = `${why}; chat.postEphemeral failed: ${failure.code}`;
+      }
+    }
+    if (opts.final) {
+      this.log.warn({ userId, channelId, why, message: text }, 'could not tell the user the outcome of their command');
+    } else {
+      this.log.debug({ userId, channelId, why }, 'progress update not shown');
+    }
+    return 'none';
+  }
+}
