@@ -103,7 +103,7 @@ export class FairClient {
     const answer = (await this.call('GET', this.programPath(node, programId, 'result'))) as { result?: unknown } | null;
     if (!Array.isArray(answer?.result)) throw new FairApiError('program result', 200, 'the answer has no result list', false);
     return answer.result.map((entry: unknown) => {
-      const e = entry as Record<string, unknown> | null;
+      const e = typeof entry === 'object' && entry !== null ? (entry as Record<string, unknown>) : undefined;
       if (e && 'Ok' in e) return { ok: e.Ok };
       if (e && 'Err' in e) return { err: e.Err };
       return { err: `unexpected result entry ${JSON.stringify(entry)?.slice(0, 200)}` };
