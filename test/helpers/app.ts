@@ -6,9 +6,11 @@ import { createServices, type ServiceOptions } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import type { Services } from '../../src/services.js';
 import { freePort, startFairStandin, type FairOptions, type FairStandin } from '../standins/fair.js';
+import { recordOutput, registerSecret } from './secret-scan.js';
 
 export const FAIR_EMAIL = 'admin@example.com';
 export const FAIR_PASSWORD = 'test-password-s3cret';
+registerSecret(FAIR_PASSWORD);
 
 /** Timings short enough for tests: probes every 20 ms, backoff in tens of ms. */
 export const FAST_TIMING: NonNullable<ServiceOptions['timing']> = {
@@ -23,7 +25,9 @@ export const FAST_TIMING: NonNullable<ServiceOptions['timing']> = {
 export class LogCapture extends Writable {
   readonly lines: string[] = [];
   override _write(chunk: Buffer, _enc: string, done: () => void) {
-    this.lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+    const lines = chunk.toString('utf8').split('\n').filter(Boolean);
+    this.lines.push(...lines);
+    for (const line of lines) recordOutput('log', line);
     done();
   }
   get text(): string {

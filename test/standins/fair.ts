@@ -15,6 +15,8 @@ import {
   type DiffusionStandin,
 } from './diffusion.js';
 
+import { registerSecret } from '../helpers/secret-scan.js';
+
 export { waitForEvent } from './diffusion.js';
 
 export const PROTOCOL_VERSION = 'V018';
@@ -263,6 +265,7 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
       if (body.version !== PROTOCOL_VERSION) return sendJson(res, 400, { message: `unsupported protocol version ${String(body.version)}` });
       if (body.email !== email || body.password !== password) return sendJson(res, 401, { message: 'invalid email or password' });
       const token = randomBytes(24).toString('hex');
+      registerSecret(token); // the bearer token must never reach a log or a message
       tokens.set(token, performance.now() + (opts.tokenTtlMs ?? Infinity));
       return sendJson(res, 200, { token });
     }
