@@ -1,5 +1,5 @@
 import type { DestinationStream } from 'pino';
-import { canManageServer, loadConfig, type Config, type Env } from './config.js';
+import { canManageServer, ConfigError, loadConfig, type Config, type Env } from './config.js';
 import { FairClient } from './fair/client.js';
 import { GpuLifecycle, type LifecycleTiming } from './fair/lifecycle.js';
 import { ServerRecordStore } from './fair/record.js';
@@ -63,6 +63,10 @@ export interface StartOptions extends ServiceOptions {
 /** What `npm start` runs: config, services, then Discord and/or Slack as configured. */
 export async function startApp(options: StartOptions): Promise<RunningApp> {
   const config = loadConfig(options.env);
+  if (!config.discordToken && !config.slackBotToken) {
+    // Nothing to serve: say so and stop, rather than exit 0 into a restart loop.
+    throw new ConfigError('DISCORD_TOKEN or SLACK_BOT_TOKEN must be set: the bot needs a chat platform to serve');
+  }
   const services = createServices(config, { durable: true, ...options });
   const { logger } = services;
   const bots: { discord?: Bot; slack?: Bot } = {};
@@ -81,9 +85,6 @@ export async function startApp(options: StartOptions): Promise<RunningApp> {
     await services.inference.close();
     services.jobs.close();
     throw error;
-  }
-  if (!bots.discord && !bots.slack) {
-    logger.warn('neither DISCORD_TOKEN nor SLACK_BOT_TOKEN is set: no chat platform to serve');
   }
   // Adopt a server an earlier run started, so it is reported, reused and stopped when idle;
   // then resume the jobs the last run left (the adapters have registered for theirs).

@@ -28,12 +28,19 @@ export interface CliIo {
 
 /** Runs one CLI command and returns its exit code. */
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    strict: false,
-    options: { out: { type: 'string', short: 'o' }, help: { type: 'boolean', short: 'h' } },
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { out: { type: 'string', short: 'o' }, help: { type: 'boolean', short: 'h' } },
+    });
+  } catch (error) {
+    // An unknown or incomplete flag is a mistake worth saying, not something to ignore.
+    io.stderr.write(`fairbot: ${(error as Error).message}\n${USAGE}\n`);
+    return 1;
+  }
+  const { values, positionals } = parsed;
   const [command, ...rest] = positionals;
   if (values.help || !command) {
     io.stderr.write(`${USAGE}\n`);

@@ -54,8 +54,9 @@ export class InferenceClient {
     try {
       const health = await this.get(`${baseUrl}/healthcheck`, timeout);
       if (health === 200) return 'ready';
-      if (health !== 404) return health === 503 || health >= 500 ? 'loading' : 'loading';
-      return (await this.get(`${baseUrl}/`, timeout)) === 200 ? 'ready' : 'loading';
+      // 404: an older server without /healthcheck, whose `GET /` answers once it is up.
+      if (health === 404) return (await this.get(`${baseUrl}/`, timeout)) === 200 ? 'ready' : 'loading';
+      return 'loading';
     } catch {
       return 'down';
     }
