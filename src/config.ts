@@ -31,7 +31,7 @@ const number = (fallback: number, min: number, max: number, int = true) => {
   const bounded = (int ? base.int({ message: 'must be a whole number' }) : base)
     .min(min, { message: `must be at least ${min}` })
     .max(max, { message: `must be at most ${max}` });
-  return z.preprocess((v) => (v === undefined || v === '' ? fallback : v), bounded);
+  return z.preprocess((v) => (v === undefined || (typeof v === 'string' && v.trim() === '') ? fallback : v), bounded);
 };
 
 const portMapping = orDefault(
@@ -40,15 +40,15 @@ const portMapping = orDefault(
     .string()
     .trim()
     .transform((value, ctx) => {
-    const match = /^(\d{1,5}):(\d{1,5})$/.exec(value);
-    const host = Number(match?.[1]);
-    const container = Number(match?.[2]);
-    if (!match || host < 1 || host > 65535 || container < 1 || container > 65535) {
-      ctx.addIssue({ code: 'custom', message: `must look like 5000:8080, got "${value}"` });
-      return z.NEVER;
-    }
-    return { host, container };
-  }),
+      const match = /^(\d{1,5}):(\d{1,5})$/.exec(value);
+      const host = Number(match?.[1]);
+      const container = Number(match?.[2]);
+      if (!match || host < 1 || host > 65535 || container < 1 || container > 65535) {
+        ctx.addIssue({ code: 'custom', message: `must look like 5000:8080, got "${value}"` });
+        return z.NEVER;
+      }
+      return { host, container };
+    }),
 );
 
 const adminIds = z

@@ -91,8 +91,10 @@ export const slackMessages = {
   uploadRefused: (detail: string) => `Slack refused the image upload (${detail})`,
   slackError: (code: string) => `Slack answered "${code}"`,
   unreachable: 'the bot could not reach Slack. Try again in a minute',
+  unsupportedInteraction: 'This bot only answers the /imagine and /gpu commands.',
   internalError: 'Something went wrong on the bot side while handling your command (it has been logged). Try again.',
   unknownCommand: (command: string) => `I do not know ${command}. Use /imagine <prompt> or /gpu status|kill.`,
+  restarting: 'The bot is restarting. Your job is kept and continues in a moment.',
 } as const;
 
 // =============================================================================
@@ -100,7 +102,10 @@ export const slackMessages = {
 // Appended as its own object so the shared catalogue above stays untouched.
 // =============================================================================
 
-const megabytes = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MB`;
+const megabytes = (bytes: number) =>
+  bytes < 1024 * 1024
+    ? `${Math.round(bytes / 1024)} KB`
+    : `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MB`;
 
 export const discordMessages = {
   /** Posted in the channel with the bot token when the reply can no longer be edited (token older than 15 min). */
@@ -113,8 +118,11 @@ export const discordMessages = {
   /** Reason passed to messages.deliveryFailed when Discord refused or could not be reached. */
   refused: (detail: string) => `Discord refused it (${detail})`,
   unreachable: 'Discord could not be reached',
+  /** The reply of a job kept across a restart (durable jobs). */
+  restarting: 'The bot is restarting. Your job is kept and continues in a moment.',
   unknownCommand: (name: string) =>
     `This bot does not know /${name} (it knows /imagine and /gpu). An admin may need to run "fairbot register-commands".`,
+  unsupportedInteraction: 'This bot only answers the /imagine and /gpu commands.',
   internalError: 'Something went wrong while handling that command. It has been logged; try again in a minute.',
   guildOnly: 'Use this command in a server channel: the image is posted in the channel the command came from.',
 } as const;

@@ -117,9 +117,12 @@ export class FairClient {
   async runProgram(
     node: string,
     commands: FairCommand[],
-    opts: { pollMs?: number; signal?: AbortSignal; what: string },
+    opts: { pollMs?: number; signal?: AbortSignal; what: string; onCreated?: (programId: string) => void },
   ): Promise<{ programId: string; results: unknown[] }> {
     const { programId } = await this.createProgram(node, commands);
+    // From here the program runs on the node whatever happens to this call: tell the caller,
+    // so an abandoned start can still stop what it made.
+    opts.onCreated?.(programId);
     const pollMs = opts.pollMs ?? 200;
     for (;;) {
       opts.signal?.throwIfAborted();
@@ -145,12 +148,19 @@ export class FairClient {
   async startContainer(
     node: string,
     spec: ContainerSpec,
-    opts: { signal?: AbortSignal; pollMs?: number } = {},
+    opts: { signal?: AbortSignal; pollMs?: number; onCreated?: (programId: string) => void } = {},
   ): Promise<{ programId: string; containerId: string }> {
     const { programId, results } = await this.runProgram(node, startServerProgram(spec), { ...opts, what: 'start program' });
     const containerId = fairId((results[0] as { container_id?: unknown } | null)?.container_id);
     if (!containerId) throw new FairApiError('start program', undefined, 'the Create result has no container_id', false);
     return { programId, containerId };
+  }
+
+  /** The container a start program made, once its Create command has run (else undefined). */
+  async createdContainer(node: string, programId: string): Promise<string | undefined> {
+    const [create] = await this.programResult(node, programId);
+    if (!create || !('ok' in create)) return undefined;
+    return fairId((create.ok as { container_id?: unknown } | null)?.container_id);
   }
 
   async killContainer(node: string, containerId: string, opts: { signal?: AbortSignal; pollMs?: number } = {}): Promise<void> {
@@ -196,14 +206,27 @@ export class FairClient {
     }
     const text = await res.body.text().catch(() => '');
     if (res.statusCode < 200 || res.statusCode >= 300) {
-      throw new FairApiError(call, res.statusCode, serverMessage(text), res.statusCode >= 500 || res.statusCode === 429);
+      const message = this.withoutSecrets(serverMessage(text), token);
+      throw new FairApiError(call, res.statusCode, message, res.statusCode >= 500 || res.statusCode === 429);
     }
     if (text.trim() === '') return null;
     try {
       return parseFairJson(text);
     } catch {
-      throw new FairApiError(call, res.statusCode, `not JSON: ${text.slice(0, 120)}`, false);
+      throw new FairApiError(call, res.statusCode, this.withoutSecrets(`not JSON: ${text.slice(0, 120)}`, token), false);
     }
+  }
+
+  /**
+   * A server may echo what it was sent: the password or the bearer token must not reach
+   * an error message (logged, and shown to users as the reason a start failed).
+   */
+  private withoutSecrets(text: string, token?: string): string {
+    let out = text;
+    for (const secret of [this.options.password, token, this.token]) {
+      if (secret && secret.length >= 4) out = out.split(secret).join('[REDACTED]');
+    }
+    return out;
   }
 }
 

@@ -146,7 +146,7 @@ export class GpuLifecycle extends EventEmitter {
 
   /** On start-up of the bot: adopt the server an earlier run started, if it still answers. */
   async recover(): Promise<void> {
-    const record = this.deps.store.load();
+    const record = await this.completeRecord();
     const endpoint = record?.endpoint ?? this.deps.config.inferenceUrl;
     if (!endpoint || this.currentState !== 'stopped') return;
     if ((await this.deps.inference.probe(endpoint)) === 'ready' && this.currentState === 'stopped') {
@@ -224,6 +224,7 @@ export class GpuLifecycle extends EventEmitter {
 
   private async runStart(): Promise<ReadyServer> {
     const abort = new AbortController();
+    let startTimer: NodeJS.Timeout | undefined;
     this.startAbort = abort;
     this.startingSinceMs = Date.now();
     this.setState('starting');
@@ -236,8 +237,12 @@ export class GpuLifecycle extends EventEmitter {
         await delay(wait, abort.signal);
         this.startingSinceMs = Date.now();
       }
-      const deadline = Date.now() + this.deps.config.startupTimeoutMs;
-      const signal = AbortSignal.any([abort.signal, AbortSignal.timeout(this.deps.config.startupTimeoutMs)]);
+      const timeoutMs = this.deps.config.startupTimeoutMs;
+      const deadline = Date.now() + timeoutMs;
+      // A plain timer, not AbortSignal.any([.., AbortSignal.timeout()]): Node 20 may garbage-collect
+      // that timeout signal before it fires (nodejs/node#57736), and the start would never time out.
+      startTimer = setTimeout(() => abort.abort(new DOMException(`not ready within ${timeoutMs} ms`, 'TimeoutError')), timeoutMs);
+      const signal = abort.signal;
       const sentBefore = this.startProgramsSent;
       const endpoint = await this.start(signal, deadline);
       const coldStartMs = Date.now() - this.startingSinceMs;
@@ -264,6 +269,7 @@ export class GpuLifecycle extends EventEmitter {
       this.emit('start-failed', failure);
       throw failure;
     } finally {
+      clearTimeout(startTimer);
       this.startingSinceMs = undefined;
       if (this.startAbort === abort) this.startAbort = undefined;
     }
@@ -281,7 +287,7 @@ export class GpuLifecycle extends EventEmitter {
   /** One start attempt: adopt a server that answers, else start one on Fair and wait for it. */
   private async start(signal: AbortSignal, deadline: number): Promise<string> {
     const { config, fair, inference, store } = this.deps;
-    const record = store.load();
+    const record = await this.completeRecord();
     const known = record?.endpoint ?? config.inferenceUrl;
     // Started by hand, or by an earlier run of the bot: use it, start nothing.
     if (known && (await inference.probe(known)) === 'ready') return known;
@@ -309,11 +315,26 @@ export class GpuLifecycle extends EventEmitter {
       containerPort: config.fairPorts.container,
     };
     let started: { programId: string; containerId: string };
+    let created: string | undefined;
+    const startedAt = new Date().toISOString();
     try {
       this.startProgramsSent++;
       this.log.info({ node: node.nodeId, image: spec.image }, 'starting the GPU server on Fair');
-      started = await fair.startContainer(node.nodeId, spec, { signal, pollMs: this.timing.programPollMs });
+      started = await fair.startContainer(node.nodeId, spec, {
+        signal,
+        pollMs: this.timing.programPollMs,
+        onCreated: (programId) => {
+          created = programId;
+          // Remembered at once: a start given up from here on (timeout, /gpu kill) must not
+          // leave its container running unknown to us, holding the port and the GPU.
+          store.save({ node: node.nodeId, hostAddress: node.hostAddress, endpoint, startedAt, programId });
+        },
+      });
     } catch (error) {
+      if (created !== undefined) {
+        if (signal.aborted) await this.stopAbandoned(node.nodeId, created);
+        else store.clear();
+      }
       if (error instanceof FairApiError && /port is already allocated/i.test(error.serverMessage)) {
         // Someone runs something on our port. If it is a diffusion server, use it.
         if ((await inference.probe(endpoint)) !== 'down') {
@@ -331,7 +352,6 @@ export class GpuLifecycle extends EventEmitter {
       }
       throw error;
     }
-    const startedAt = new Date().toISOString();
     store.save({ node: node.nodeId, hostAddress: node.hostAddress, endpoint, startedAt, ...started });
     try {
       await this.waitUntilReady(endpoint, deadline, signal);
@@ -346,6 +366,35 @@ export class GpuLifecycle extends EventEmitter {
     if (this.coldStartsMs.length > 20) this.coldStartsMs.shift();
     store.save({ node: node.nodeId, hostAddress: node.hostAddress, endpoint, startedAt, coldStartMs, ...started });
     return endpoint;
+  }
+
+  /**
+   * The record, with the container id filled in when only the start program is known
+   * (a start given up before its program finished, in this run or an earlier one).
+   */
+  private async completeRecord(): Promise<ServerRecord | undefined> {
+    const { fair, store } = this.deps;
+    const record = store.load();
+    if (!fair || !record?.programId || record.containerId) return record;
+    const containerId = await fair.createdContainer(record.node, record.programId).catch(() => undefined);
+    if (!containerId) return record;
+    const completed = { ...record, containerId };
+    store.save(completed);
+    return completed;
+  }
+
+  /** Stops the container of a start program that was given up; what cannot be stopped now stays recorded. */
+  private async stopAbandoned(node: string, programId: string): Promise<void> {
+    const fair = this.deps.fair!;
+    const record = await this.completeRecord();
+    if (!record?.containerId || record.programId !== programId) return;
+    try {
+      await fair.killContainer(node, record.containerId, { pollMs: this.timing.programPollMs });
+      this.deps.store.clear();
+      this.log.info({ node, containerId: record.containerId }, 'stopped the container of an abandoned start');
+    } catch (error) {
+      this.log.warn({ reason: describe(error), containerId: record.containerId }, 'could not stop the container of an abandoned start');
+    }
   }
 
   private async pickNode(): Promise<FairNode> {
@@ -406,11 +455,11 @@ export class GpuLifecycle extends EventEmitter {
 
   private async runStop(reason: 'admin' | 'idle'): Promise<void> {
     this.clearIdleTimer();
-    const record = this.deps.store.load();
     const previous = this.currentState;
     this.epoch++;
     this.setState('stopping');
     try {
+      const record = await this.completeRecord();
       if (record?.containerId && this.deps.fair) {
         this.log.info({ reason, node: record.node, containerId: record.containerId }, 'stopping the GPU server');
         await this.deps.fair.killContainer(record.node, record.containerId, { pollMs: this.timing.programPollMs });

@@ -77,8 +77,12 @@ export class InferenceClient {
   /** One generation. Throws InferenceError with a reason the user can read. */
   async infer(baseUrl: string, prompt: string, signal?: AbortSignal): Promise<GeneratedImage> {
     const timeout = this.options.inferTimeoutMs;
-    const timeoutSignal = AbortSignal.timeout(timeout);
-    const combined = signal ? AbortSignal.any([signal, timeoutSignal]) : timeoutSignal;
+    // A plain timer, not AbortSignal.timeout() inside AbortSignal.any(): Node 20 may garbage-collect
+    // that timeout signal before it fires (nodejs/node#57736). It bounds the whole answer, which a
+    // server trickling bytes would otherwise stretch past INFER_TIMEOUT_S (bodyTimeout is per chunk).
+    const timeoutController = new AbortController();
+    const timer = setTimeout(() => timeoutController.abort(new DOMException(`no answer within ${timeout} ms`, 'TimeoutError')), timeout);
+    const combined = signal ? AbortSignal.any([signal, timeoutController.signal]) : timeoutController.signal;
     let res: Dispatcher.ResponseData;
     let text: string;
     try {
@@ -95,6 +99,8 @@ export class InferenceClient {
     } catch (error) {
       if (signal?.aborted) throw signal.reason ?? error;
       throw this.classify(error, timeout);
+    } finally {
+      clearTimeout(timer);
     }
     if (res.statusCode === 503) {
       throw new InferenceError('loading', 'the GPU server is still loading its model (503)');

@@ -1,15 +1,16 @@
 import type { ChatInputCommandInteraction, Client, RESTPostAPIChatInputApplicationCommandsJSONBody } from 'discord.js';
 import type { Logger } from 'pino';
+import type { Job } from '../../jobs/job.js';
 import type { Requester } from '../../jobs/types.js';
 import type { Services } from '../../services.js';
-import type { ReplyTiming } from './reply.js';
 
 /** What a command handler gets besides the interaction. */
 export interface CommandContext {
   services: Services;
   client: Client;
   logger: Logger;
-  timing: ReplyTiming;
+  /** Hands an accepted job to the follower: progress, then its one final outcome. */
+  follow(job: Job): void;
 }
 
 /** One slash command: its registration JSON and its handler (the discord.js guide's command-file shape). */

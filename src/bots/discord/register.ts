@@ -1,7 +1,8 @@
-import { REST, Routes } from 'discord.js';
+import { Routes, type REST } from 'discord.js';
 import type { Logger } from 'pino';
 import { ConfigError, type Config } from '../../config.js';
 import { commandDefinitions } from './definitions.js';
+import { createRest } from './rest.js';
 
 export interface CommandScope {
   applicationId: string;
@@ -94,7 +95,7 @@ export async function resolveApplicationId(rest: REST, config: Pick<Config, 'dis
  */
 export async function registerCommands(config: Config): Promise<string> {
   if (!config.discordToken) throw new ConfigError('DISCORD_TOKEN must be set to register the Discord commands');
-  const rest = new REST({ api: config.discordApiUrl }).setToken(config.discordToken);
+  const rest = createRest(config.discordApiUrl, config.discordToken);
   try {
     const applicationId = await resolveApplicationId(rest, config);
     const result = await putCommands(rest, { applicationId, guildId: config.discordGuildId });

@@ -5,9 +5,9 @@ import {
   MessageFlags,
   Routes,
   type ChatInputCommandInteraction,
-  type InteractionEditReplyOptions,
   type REST,
 } from 'discord.js';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { discordMessages } from '../../messages.js';
 
@@ -17,10 +17,10 @@ export const NO_MENTIONS = { parse: [] as [] };
 /** Discord's limit on message content. */
 export const CONTENT_MAX = 2000;
 
-/** Upload limit by server boost tier (Discord, 2024-): 10 MiB, 50 MiB at tier 2, 100 MiB at tier 3. */
 const MiB = 1024 * 1024;
+
+/** The guild's upload limit: Discord sends it in the interaction; else by boost tier (10 / 50 / 100 MiB). */
 export function uploadLimitFor(interaction: ChatInputCommandInteraction): number {
-  // Discord now tells us in the interaction itself.
   const advertised = interaction.attachmentSizeLimit;
   if (typeof advertised === 'number' && advertised > 0) return advertised;
   switch (interaction.guild?.premiumTier) {
@@ -32,6 +32,8 @@ export function uploadLimitFor(interaction: ChatInputCommandInteraction): number
       return 10 * MiB;
   }
 }
+
+export const DEFAULT_UPLOAD_LIMIT = 10 * MiB;
 
 /** Error codes meaning the interaction token no longer works for this reply. */
 const TOKEN_GONE = new Set([10008 /* Unknown Message */, 10015 /* Unknown Webhook */, 10062 /* Unknown interaction */, 50027 /* Invalid Webhook Token */]);
@@ -45,10 +47,15 @@ export function isDefinitive(error: unknown): boolean {
   return error instanceof DiscordAPIError;
 }
 
+/**
+ * Log fields for an error. Never the whole error object: discord.js errors carry the
+ * request URL and body, and a webhook URL holds the interaction token.
+ */
 export function errorFields(error: unknown): Record<string, unknown> {
   if (error instanceof DiscordAPIError) return { code: error.code, status: error.status, discordMessage: error.message, method: error.method };
   if (error instanceof HTTPError) return { status: error.status, method: error.method };
-  return { err: error instanceof Error ? error.message : String(error) };
+  if (error instanceof Error) return { error: `${error.name}: ${error.message}`, stack: error.stack };
+  return { error: String(error) };
 }
 
 /** The reason a user reads after "could not be posted: ". */
@@ -66,6 +73,62 @@ export function clip(text: string): string {
   return text.length <= CONTENT_MAX ? text : `${text.slice(0, CONTENT_MAX - 1)}…`;
 }
 
+export type DeferResult =
+  /** The reply exists; edit it. */
+  | 'acknowledged'
+  /** Too late (10062) or someone else answered (40060): Discord shows its own failure; do nothing more. */
+  | 'lost'
+  /** No answer from Discord (network, 5xx): carry on, answer through the channel. */
+  | 'uncertain';
+
+/** Acknowledges at once ("thinking…"); the 3 s rule. */
+export async function acknowledge(interaction: ChatInputCommandInteraction, ephemeral: boolean, log: Logger): Promise<DeferResult> {
+  try {
+    await interaction.deferReply(ephemeral ? { flags: MessageFlags.Ephemeral } : {});
+    return 'acknowledged';
+  } catch (error) {
+    if (error instanceof DiscordAPIError && (error.code === 10062 || error.code === 40060)) {
+      log.warn({ ...errorFields(error), ageMs: Date.now() - interaction.createdTimestamp }, 'could not acknowledge the interaction');
+      return 'lost';
+    }
+    log.warn({ ...errorFields(error) }, 'acknowledging the interaction failed; will answer in the channel');
+    return 'uncertain';
+  }
+}
+
+/**
+ * What a job needs to answer on Discord, stored with it (job.reply) so that a
+ * restarted bot can answer too. The interaction token works for 15 minutes.
+ */
+export interface DiscordReplyData {
+  applicationId?: string;
+  interactionId?: string;
+  interactionToken?: string;
+  /** When the interaction arrived (ms since the epoch). */
+  interactionAt?: number;
+  /** The deferred reply exists (the acknowledgement succeeded). */
+  acknowledged?: boolean;
+  channelId?: string;
+  guildId?: string;
+  /** The guild's upload limit in bytes, as Discord said in the interaction. */
+  attachmentSizeLimit?: number;
+}
+
+export function readReplyData(raw: Record<string, unknown>): DiscordReplyData {
+  const str = (v: unknown) => (typeof v === 'string' && v.length > 0 ? v : undefined);
+  const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+  return {
+    applicationId: str(raw.applicationId),
+    interactionId: str(raw.interactionId),
+    interactionToken: str(raw.interactionToken),
+    interactionAt: num(raw.interactionAt),
+    acknowledged: raw.acknowledged === true,
+    channelId: str(raw.channelId),
+    guildId: str(raw.guildId),
+    attachmentSizeLimit: num(raw.attachmentSizeLimit),
+  };
+}
+
 export interface ReplyTiming {
   /** At most one progress edit per this many ms per message (the final one is never held back). */
   progressIntervalMs: number;
@@ -73,100 +136,102 @@ export interface ReplyTiming {
   tokenLifetimeMs: number;
 }
 
-export type DeferResult =
-  /** The reply exists; edit it. */
-  | 'acknowledged'
-  /** Too late (10062) or someone else answered (40060): Discord shows its own failure; do nothing. */
-  | 'lost'
-  /** No answer from Discord (network, 5xx): carry on, deliver through the channel. */
-  | 'uncertain';
+export interface UploadFile {
+  name: string;
+  data: Buffer;
+  contentType: string;
+}
+
+function messageBody(content: string, file: UploadFile | undefined, allowedMentions: Record<string, unknown>) {
+  const body: Record<string, unknown> = { content: clip(content), allowed_mentions: allowedMentions };
+  if (file) body.attachments = [{ id: '0', filename: file.name }];
+  return { body, files: file ? [{ name: file.name, data: file.data, contentType: file.contentType }] : undefined };
+}
 
 /**
- * The deferred reply of one interaction: throttled progress edits, then one
- * final outcome. Knows when the interaction token has expired (by the clock,
- * or because Discord said so) so callers can fall back to the channel.
+ * The deferred reply of one job, reached through the interaction webhook (REST
+ * only: no gateway, no interaction object, so it works after a restart too).
+ * Throttled progress edits, then one final edit. Knows when the token is gone,
+ * by the clock or because Discord said so, so callers fall back to the channel.
  */
-export class InteractionReply {
-  readonly receivedAt = Date.now();
-  private acknowledged = false;
+export class WebhookReply {
   private tokenGone = false;
   private finished = false;
-  private lastEditAt = 0;
+  /** When the last edit was sent (the acknowledgement counts as the first write). */
+  private lastEditAt = Date.now();
   private lastText: string | undefined;
   private pendingText: string | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private chain: Promise<void> = Promise.resolve();
+  private loop: Promise<void> | undefined;
+  private readonly settled = new AbortController();
 
   constructor(
-    readonly interaction: ChatInputCommandInteraction,
+    private readonly rest: REST,
+    private readonly data: DiscordReplyData,
     private readonly timing: ReplyTiming,
     private readonly log: Logger,
   ) {}
 
   /** Whether the reply can still be edited (with a margin before the token's end). */
   tokenAlive(): boolean {
-    if (!this.acknowledged || this.tokenGone) return false;
+    const { acknowledged, applicationId, interactionToken, interactionAt } = this.data;
+    if (!acknowledged || !applicationId || !interactionToken || interactionAt === undefined || this.tokenGone) return false;
     const margin = Math.min(30_000, this.timing.tokenLifetimeMs / 10);
-    return Date.now() - this.receivedAt < this.timing.tokenLifetimeMs - margin;
+    return Date.now() - interactionAt < this.timing.tokenLifetimeMs - margin;
   }
 
-  async defer(ephemeral = false): Promise<DeferResult> {
-    try {
-      await this.interaction.deferReply(ephemeral ? { flags: MessageFlags.Ephemeral } : {});
-      this.acknowledged = true;
-      this.lastEditAt = Date.now();
-      return 'acknowledged';
-    } catch (error) {
-      if (error instanceof DiscordAPIError && (error.code === 10062 || error.code === 40060)) {
-        this.tokenGone = true;
-        this.log.warn({ ...errorFields(error), ageMs: Date.now() - this.receivedAt }, 'could not acknowledge the interaction');
-        return 'lost';
-      }
-      this.log.warn({ ...errorFields(error) }, 'acknowledging the interaction failed; will answer in the channel');
-      return 'uncertain';
-    }
-  }
-
-  /** Shows a progress text, at most one edit per progressIntervalMs; only the latest text is sent. */
+  /** Shows a progress text: edits start at least progressIntervalMs apart; only the latest text is sent. */
   progress(text: string): void {
     if (this.finished || !this.tokenAlive()) return;
-    if (text === this.lastText && this.pendingText === undefined) return;
     this.pendingText = text;
-    if (this.timer) return;
-    const wait = Math.max(0, this.lastEditAt + this.timing.progressIntervalMs - Date.now());
-    this.timer = setTimeout(() => this.flush(), wait);
+    this.loop ??= this.editLoop().finally(() => (this.loop = undefined));
   }
 
-  private flush(): void {
-    this.timer = undefined;
-    const text = this.pendingText;
-    this.pendingText = undefined;
-    if (text === undefined || text === this.lastText || this.finished || !this.tokenAlive()) return;
-    this.lastText = text;
-    this.lastEditAt = Date.now();
-    this.chain = this.chain.then(async () => {
-      if (this.finished) return;
+  private async editLoop(): Promise<void> {
+    while (this.pendingText !== undefined && !this.finished && this.tokenAlive()) {
+      const wait = this.lastEditAt + this.timing.progressIntervalMs - Date.now();
+      if (wait > 0) {
+        try {
+          await delay(wait, undefined, { signal: this.settled.signal });
+        } catch {
+          return; // settled: the final outcome takes over
+        }
+      }
+      const text = this.pendingText;
+      this.pendingText = undefined;
+      if (text === undefined || text === this.lastText || this.finished || !this.tokenAlive()) continue;
+      this.lastText = text;
+      this.lastEditAt = Date.now();
       try {
-        await this.interaction.editReply({ content: clip(text), allowedMentions: NO_MENTIONS });
+        await this.patch(text);
       } catch (error) {
         this.noteFailure(error, 'progress edit failed');
       }
-    });
+    }
   }
 
   /** No more progress: cancels a pending edit and waits for the one in flight. */
   async settle(): Promise<void> {
     this.finished = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.chain;
+    this.settled.abort();
+    await this.loop;
+  }
+
+  /** One last text that is not an outcome (e.g. "restarting"), if the reply can still be edited. */
+  async note(text: string): Promise<void> {
+    await this.settle();
+    if (!this.tokenAlive()) return;
+    try {
+      await this.patch(text);
+    } catch (error) {
+      this.noteFailure(error, 'note edit failed');
+    }
   }
 
   /** The final edit. Throws what Discord answered; marks the token gone when that is the reason. */
-  async editFinal(options: InteractionEditReplyOptions): Promise<void> {
+  async editFinal(content: string, file?: UploadFile): Promise<void> {
     await this.settle();
     try {
-      await this.interaction.editReply({ allowedMentions: NO_MENTIONS, ...options });
+      await this.patch(content, file);
     } catch (error) {
       this.noteFailure(error, 'final edit failed');
       throw error;
@@ -174,40 +239,36 @@ export class InteractionReply {
   }
 
   /** After an ambiguous failure (no answer), whether the reply carries an attachment after all. */
-  async replyHasAttachment(): Promise<boolean> {
+  async hasAttachment(): Promise<boolean> {
     try {
-      const message = await this.interaction.fetchReply();
-      return message.attachments.size > 0;
+      const message = (await this.rest.get(this.route(), { auth: false })) as { attachments?: unknown[] };
+      return (message.attachments?.length ?? 0) > 0;
     } catch {
       return false;
     }
   }
 
+  private route() {
+    return Routes.webhookMessage(this.data.applicationId!, this.data.interactionToken!, '@original');
+  }
+
+  private async patch(content: string, file?: UploadFile): Promise<void> {
+    const { body, files } = messageBody(content, file, NO_MENTIONS);
+    await this.rest.patch(this.route(), { body, files, auth: false });
+  }
+
   private noteFailure(error: unknown, what: string): void {
     if (error instanceof DiscordAPIError && TOKEN_GONE.has(Number(error.code))) this.tokenGone = true;
-    this.log.warn({ ...errorFields(error), ageMs: Date.now() - this.receivedAt }, what);
+    this.log.warn({ ...errorFields(error), ageMs: Date.now() - (this.data.interactionAt ?? Date.now()) }, what);
   }
-}
-
-export interface ChannelFile {
-  name: string;
-  data: Buffer;
-  contentType: string;
 }
 
 /** A message in a channel with the bot token (works when the interaction token no longer does). */
 export async function postToChannel(
   rest: REST,
   channelId: string,
-  message: { content: string; allowedUserIds: string[]; file?: ChannelFile },
+  message: { content: string; allowedUserIds: string[]; file?: UploadFile },
 ): Promise<void> {
-  const body: Record<string, unknown> = {
-    content: clip(message.content),
-    allowed_mentions: { parse: [], users: message.allowedUserIds },
-  };
-  if (message.file) body.attachments = [{ id: '0', filename: message.file.name }];
-  await rest.post(Routes.channelMessages(channelId), {
-    body,
-    files: message.file ? [{ name: message.file.name, data: message.file.data, contentType: message.file.contentType }] : undefined,
-  });
+  const { body, files } = messageBody(message.content, message.file, { parse: [], users: message.allowedUserIds });
+  await rest.post(Routes.channelMessages(channelId), { body, files });
 }

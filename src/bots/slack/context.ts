@@ -1,7 +1,7 @@
 import type { webApi } from '@slack/bolt';
 import type { Logger } from 'pino';
 import type { Services } from '../../services.js';
-import type { ProgressTiming } from './progress.js';
+import type { SlackFollowers } from './follow.js';
 import type { Inflight } from './reply.js';
 
 /** What the listeners share: the core services and the adapter's own plumbing. */
@@ -11,9 +11,8 @@ export interface SlackContext {
   /** The bot-token client (app.client): uploads and ephemerals after the command returned. */
   client: webApi.WebClient;
   inflight: Inflight;
-  /** Reporters still watching jobs, so stop() can silence them. */
-  reporters: Set<{ dispose(): void }>;
-  timing?: ProgressTiming;
+  /** Follows each job to its outcome (fresh and recovered jobs alike). */
+  followers: SlackFollowers;
   /** How long /gpu may take before the ack says "working on it" (Slack allows 3 s). */
   gpuAckBudgetMs: number;
 }

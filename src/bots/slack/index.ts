@@ -6,14 +6,18 @@ import type { SlackContext } from './context.js';
 import { describeSlackError } from './errors.js';
 import { registerListeners } from './listeners/index.js';
 import { boltLogger } from './logger.js';
+import { SlackFollowers } from './follow.js';
 import { Inflight } from './reply.js';
 
 /** Slash commands and interactive payloads are small; anything bigger is refused (413). */
 export const SLACK_BODY_LIMIT_BYTES = 256 * 1024;
 /** Where Slack sends commands in HTTP mode (the manifest's request URLs). */
 export const SLACK_EVENTS_PATH = '/slack/events';
-/** How long stop() lets final messages and uploads finish. */
-const STOP_GRACE_MS = 5_000;
+/**
+ * How long stop() lets messages under way go out. Short: the core already gave
+ * deliveries their grace (jobs.shutdown), and docker stop allows 10 s in all.
+ */
+const STOP_GRACE_MS = 1_000;
 
 /**
  * Web API retries: a few quick ones for 5xx, network errors and 429 (the WebClient
@@ -34,10 +38,14 @@ const retryConfig = {
   },
 } as webApi.RetryOptions;
 
+const socketRetryConfig: webApi.RetryOptions = { retries: 10_000, factor: 1.5, minTimeout: 1_000, maxTimeout: 30_000, randomize: true };
+
 export interface SlackBot {
   stop(): Promise<void>;
   /** The bound HTTP port in HTTP mode (SLACK_PORT=0 picks a free one). */
   port?: number;
+  /** For /healthz: Socket Mode connected, or the HTTP receiver listening. */
+  health(): { ok: boolean; reason?: string };
 }
 
 /**
@@ -59,9 +67,10 @@ export async function startSlackBot(services: Services): Promise<SlackBot> {
     receiver = new SocketModeReceiver({
       appToken: config.slackAppToken!,
       logger,
-      // apps.connections.open goes to the same Web API base; the Socket Mode client keeps
-      // its own (patient) retry policy for (re)connecting.
-      installerOptions: { clientOptions: { slackApiUrl: config.slackApiUrl } },
+      // apps.connections.open goes to the same Web API base. (Re)connecting is patient:
+      // keep trying through an outage, at most 30 s apart (the SDK's own default lets
+      // the gaps grow without bound).
+      installerOptions: { clientOptions: { slackApiUrl: config.slackApiUrl, retryConfig: socketRetryConfig, timeout: 30_000 } },
     });
   } else {
     if (!config.slackSigningSecret) throw new Error('SLACK_SIGNING_SECRET must be set for Slack HTTP mode (or set SLACK_APP_TOKEN)');
@@ -86,14 +95,9 @@ export async function startSlackBot(services: Services): Promise<SlackBot> {
     log.error({ err: error }, 'unhandled error in a Slack listener');
   });
 
-  const ctx: SlackContext = {
-    services,
-    log,
-    client: app.client,
-    inflight: new Inflight(),
-    reporters: new Set(),
-    gpuAckBudgetMs: 2_000,
-  };
+  const inflight = new Inflight();
+  const followers = new SlackFollowers({ services, client: app.client, log, inflight });
+  const ctx: SlackContext = { services, log, client: app.client, inflight, followers, gpuAckBudgetMs: 2_000 };
   registerListeners(app, ctx);
 
   try {
@@ -103,32 +107,46 @@ export async function startSlackBot(services: Services): Promise<SlackBot> {
   }
 
   let port: number | undefined;
+  let connected = false;
+  let stopped = false;
   if (receiver instanceof SocketModeReceiver) {
+    receiver.client.on('connected', () => (connected = true));
+    receiver.client.on('disconnected', () => (connected = false));
+    receiver.client.on('reconnecting', () => (connected = false));
+    receiver.client.on('close', () => (connected = false)); // the WebSocket closed; a reconnect follows
     try {
       await app.start();
     } catch (error) {
       throw new Error(`Slack Socket Mode could not connect (apps.connections.open: ${describeSlackError(error).code}); check SLACK_APP_TOKEN`);
     }
+    connected = true;
     log.info('Slack adapter connected (Socket Mode)');
   } else {
     const server = (await app.start(config.slackPort)) as Server;
     port = (server.address() as AddressInfo).port;
     log.info({ port, path: SLACK_EVENTS_PATH }, 'Slack adapter listening (HTTP mode)');
   }
+  // Jobs of an earlier run (DATA_DIR) come back here once startApp calls jobs.recover().
+  services.jobs.onRecovered('slack', (job) => followers.follow(job));
 
   let stopping: Promise<void> | undefined;
   return {
     port,
+    health() {
+      if (stopped) return { ok: false, reason: 'stopped' };
+      if (socketMode && !connected) return { ok: false, reason: 'Socket Mode not connected' };
+      return { ok: true };
+    },
     stop() {
       stopping ??= (async () => {
-        for (const r of ctx.reporters) r.dispose();
+        stopped = true;
         if (receiver instanceof SocketModeReceiver) {
           // App#stop() does not wait for the WebSocket to close; this does.
           await receiver.client.disconnect();
         } else {
           await app.stop().catch((error: unknown) => log.warn({ err: error }, 'stopping the Slack HTTP receiver'));
         }
-        await ctx.inflight.settle(STOP_GRACE_MS);
+        await followers.stop(STOP_GRACE_MS);
         log.info('Slack adapter stopped');
       })();
       return stopping;

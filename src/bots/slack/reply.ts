@@ -13,18 +13,23 @@ const RESPONSE_URL_TIMEOUT_MS = 10_000;
 /**
  * A command's response_url with its budget: 5 posts within 30 minutes of the command.
  * Slots are reserved synchronously when a message is decided, so decisions made while
- * earlier posts are still in flight count them.
+ * earlier posts are still in flight count them; `onUse` records the count with the job
+ * (DATA_DIR), so a restarted bot does not overspend it.
  */
 export class ResponseUrl {
-  private used = 0;
+  private used: number;
   private dead = false;
 
   constructor(
     private readonly url: string | undefined,
     /** When Slack sent the command (we use our receive time: a little later, so safe). */
     private readonly createdAt: number,
+    usedBefore = 0,
+    private readonly onUse: (used: number) => void = () => undefined,
     private readonly limits = { maxPosts: RESPONSE_URL_MAX_POSTS, ttlMs: RESPONSE_URL_TTL_MS - RESPONSE_URL_MARGIN_MS },
-  ) {}
+  ) {
+    this.used = usedBefore;
+  }
 
   /** Posts still allowed now. */
   remaining(now = Date.now()): number {
@@ -40,6 +45,7 @@ export class ResponseUrl {
   tryReserve(keep = 0): boolean {
     if (this.remaining() <= keep) return false;
     this.used += 1;
+    this.onUse(this.used);
     return true;
   }
 
@@ -67,11 +73,33 @@ export class ResponseUrl {
 
 export type Delivered = 'response_url' | 'ephemeral' | 'none';
 
+/** What a Slack job keeps in `job.reply` (DATA_DIR): enough to answer after a restart. */
+export interface SlackReplyData {
+  responseUrl?: string;
+  /** When the command arrived (ms since the epoch): the response_url works 30 minutes from then. */
+  responseUrlAt?: number;
+  /** response_url posts used so far (Slack allows 5). */
+  responseUrlPosts?: number;
+}
+
+export function readReplyData(raw: Record<string, unknown>): SlackReplyData {
+  const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+  return {
+    responseUrl: typeof raw.responseUrl === 'string' && /^https?:\/\//.test(raw.responseUrl) ? raw.responseUrl : undefined,
+    responseUrlAt: num(raw.responseUrlAt),
+    responseUrlPosts: num(raw.responseUrlPosts),
+  };
+}
+
 export interface ReplyTarget {
   userId: string;
   channelId: string;
   responseUrl?: string;
   receivedAt: number;
+  /** response_url posts already used (by an earlier run). */
+  responseUrlPosts?: number;
+  /** Records the response_url posts used, as they are reserved. */
+  onResponseUrlUse?: (used: number) => void;
 }
 
 /** Work the adapter must let finish (or time out) before it stops. */
@@ -123,13 +151,18 @@ export class UserReplies {
     private readonly log: Logger,
     private readonly inflight: Inflight,
   ) {
-    this.responseUrl = new ResponseUrl(target.responseUrl, target.receivedAt);
+    this.responseUrl = new ResponseUrl(target.responseUrl, target.receivedAt, target.responseUrlPosts, target.onResponseUrlUse);
   }
 
   /** Queues a message (plain text: escaped here). Resolves with where it went. */
   say(text: string, opts: SayOptions): Promise<Delivered> {
-    const next = this.chain.then(() => this.send(escapeMrkdwn(text), opts));
-    this.chain = next.catch(() => undefined);
+    const next = this.chain
+      .then(() => this.send(escapeMrkdwn(text), opts))
+      .catch((error: unknown): Delivered => {
+        this.log.error({ userId: this.target.userId, err: error }, 'sending a message to the user failed');
+        return 'none';
+      });
+    this.chain = next;
     return this.inflight.track(next);
   }
 

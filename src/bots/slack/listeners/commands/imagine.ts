@@ -2,8 +2,6 @@ import type { AllMiddlewareArgs, SlackCommandMiddlewareArgs } from '@slack/bolt'
 import { imagine } from '../../../../commands/imagine.js';
 import { messages, slackMessages } from '../../../../messages.js';
 import { commandFields, type SlackContext } from '../../context.js';
-import { JobReporter } from '../../progress.js';
-import { UserReplies } from '../../reply.js';
 import { escapeMrkdwn } from '../../text.js';
 
 type Args = SlackCommandMiddlewareArgs & AllMiddlewareArgs;
@@ -27,7 +25,8 @@ export function imagineCommand(ctx: SlackContext) {
         {
           requester: { platform: 'slack', userId: fields.userId, userName: fields.userName, channelId: fields.channelId },
           prompt: fields.text,
-          reply: { responseUrl: fields.responseUrl, receivedAt },
+          // All a restarted bot needs to answer (kept with the job in DATA_DIR).
+          reply: { responseUrl: fields.responseUrl, responseUrlAt: receivedAt, responseUrlPosts: 0 },
         },
         ctx.services,
       );
@@ -44,20 +43,11 @@ export function imagineCommand(ctx: SlackContext) {
     const first = job.lastEvent;
     const text = messages.progress(first);
     ctx.log.info({ jobId: job.id, userId: fields.userId, channelId: fields.channelId }, '/imagine accepted');
-    const replies = new UserReplies(
-      { userId: fields.userId, channelId: fields.channelId, responseUrl: fields.responseUrl, receivedAt },
-      ctx.client,
-      ctx.log,
-      ctx.inflight,
-    );
-    const reporter = new JobReporter(job, replies, ctx, { kind: first.type, text, at: Date.now() });
-    ctx.reporters.add(reporter);
-    void job.outcome.finally(() => ctx.reporters.delete(reporter));
     try {
       await ack({ response_type: 'ephemeral', text: escapeMrkdwn(text) });
     } finally {
       // Even if the ack could not be written, the job runs: its outcome still needs telling.
-      reporter.start();
+      ctx.followers.follow(job, { kind: first.type, text, at: Date.now() });
     }
   };
 }

@@ -1,0 +1,198 @@
+import { escapeMarkdown, userMention, type REST } from 'discord.js';
+import type { Logger } from 'pino';
+import type { FinalEvent, Job } from '../../jobs/job.js';
+import type { Requester } from '../../jobs/types.js';
+import { discordMessages, messages } from '../../messages.js';
+import type { Services } from '../../services.js';
+import {
+  CONTENT_MAX,
+  DEFAULT_UPLOAD_LIMIT,
+  describeError,
+  errorFields,
+  isDefinitive,
+  isTooLarge,
+  postToChannel,
+  readReplyData,
+  WebhookReply,
+  type ReplyTiming,
+} from './reply.js';
+
+export interface FollowDeps {
+  services: Services;
+  /** REST with the bot token (channel posts); webhook calls use no token. */
+  rest: REST;
+  logger: Logger;
+  timing: ReplyTiming;
+}
+
+const SUSPENDED = Symbol('suspended');
+
+/**
+ * Follows Discord jobs from submission (or from a restart) to their one final
+ * outcome. Each job is followed using only `job.requester` and `job.reply`.
+ */
+export class Followers {
+  private readonly active = new Map<string, () => void>();
+  /** Every follower's run, until its job's outcome is delivered (or it let go at stop). */
+  private readonly runs = new Set<Promise<void>>();
+  private stopped = false;
+
+  constructor(private readonly deps: FollowDeps) {}
+
+  follow(job: Job): void {
+    if (this.stopped || this.active.has(job.id)) return;
+    let suspend!: () => void;
+    const suspended = new Promise<typeof SUSPENDED>((resolve) => (suspend = () => resolve(SUSPENDED)));
+    this.active.set(job.id, suspend);
+    const run: Promise<void> = this.run(job, suspended)
+      .catch((error: unknown) => this.deps.logger.error({ jobId: job.id, ...errorFields(error) }, 'following a job failed'))
+      .finally(() => {
+        this.active.delete(job.id);
+        this.runs.delete(run);
+      });
+    this.runs.add(run);
+  }
+
+  /**
+   * Stop: jobs still queued or running stay recorded for the next start (their
+   * followers let go); deliveries under way get up to graceMs.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.stopped = true;
+    const running = [...this.runs];
+    for (const suspend of this.active.values()) suspend();
+    if (running.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(running),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))),
+    ]);
+    clearTimeout(timer);
+  }
+
+  private async run(job: Job, suspended: Promise<typeof SUSPENDED>): Promise<void> {
+    const log = this.deps.logger.child({ jobId: job.id });
+    const data = readReplyData(job.reply);
+    const reply = new WebhookReply(this.deps.rest, data, this.deps.timing, log);
+    const unsubscribe = job.subscribe((event) => {
+      if (event.type !== 'done' && event.type !== 'failed') reply.progress(messages.progress(event));
+    });
+    let final: FinalEvent | typeof SUSPENDED;
+    try {
+      final = await Promise.race([job.outcome, suspended]);
+    } finally {
+      unsubscribe();
+    }
+    if (final === SUSPENDED) {
+      // Kept in DATA_DIR: the next start follows it on. Say so while the reply can be edited.
+      await reply.note(discordMessages.restarting);
+      return;
+    }
+    await deliver(job, final, reply, this.deps, log);
+  }
+}
+
+/** "prompt" (asked by who), with the prompt shortened if the whole would pass Discord's 2000 characters. */
+export function caption(prompt: string, requester: Requester, wrap: (caption: string) => string = (c) => c): string {
+  let chars = [...prompt];
+  let text = wrap(messages.imageCaption(escapeMarkdown(prompt), requester));
+  while (text.length > CONTENT_MAX && chars.length > 0) {
+    chars = chars.slice(0, Math.max(0, chars.length - Math.max(8, text.length - CONTENT_MAX)));
+    text = wrap(messages.imageCaption(`${escapeMarkdown(chars.join(''))}…`, requester));
+  }
+  return text;
+}
+
+/**
+ * The one final outcome: the image (or the error) in the reply while its token
+ * works, else in the channel with the bot token, mentioning the user. An image
+ * over the upload limit becomes a clear message. Then the core hears how it went.
+ */
+async function deliver(job: Job, final: FinalEvent, reply: WebhookReply, deps: FollowDeps, log: Logger): Promise<void> {
+  const { jobs } = deps.services;
+  const data = readReplyData(job.reply);
+  const userId = job.requester.userId;
+  const channelId = data.channelId ?? job.requester.channelId;
+  const mention = userMention(userId);
+
+  const toChannel = async (content: string, file?: Parameters<typeof postToChannel>[2]['file']) => {
+    if (!channelId) throw new Error('no channel to post in');
+    await postToChannel(deps.rest, channelId, { content, allowedUserIds: [userId], file });
+  };
+
+  /** A text outcome: the reply while it can be edited, else the channel, mentioning the user. */
+  const tell = async (text: string): Promise<boolean> => {
+    if (reply.tokenAlive()) {
+      try {
+        await reply.editFinal(text);
+        return true;
+      } catch {
+        // logged by the reply; try the channel
+      }
+    }
+    try {
+      await toChannel(discordMessages.lateNotice(mention, text));
+      return true;
+    } catch (error) {
+      log.error({ ...errorFields(error) }, 'could not tell the user the outcome of their job');
+      return false;
+    }
+  };
+
+  await reply.settle();
+  if (final.type === 'failed') {
+    await tell(final.message);
+    return;
+  }
+
+  const { image } = final;
+  const size = image.bytes.length;
+  const limit = data.attachmentSizeLimit ?? DEFAULT_UPLOAD_LIMIT;
+  const refuseTooLarge = async (knownLimit: number | undefined) => {
+    const reason = discordMessages.tooLarge(size, knownLimit);
+    log.warn({ bytes: size, limit: knownLimit }, 'image over the upload limit');
+    await tell(messages.deliveryFailed(reason));
+    jobs.deliveryFailed(job.id, reason);
+  };
+  if (size > limit) {
+    await refuseTooLarge(limit);
+    return;
+  }
+  const file = { name: `${job.id}.${image.extension}`, data: image.bytes, contentType: image.mime };
+
+  if (reply.tokenAlive()) {
+    try {
+      // The mention shows who asked; allowed_mentions keeps it from pinging anyone.
+      await reply.editFinal(caption(job.prompt, { ...job.requester, userName: mention }), file);
+      jobs.delivered(job.id);
+      return;
+    } catch (error) {
+      if (isTooLarge(error)) {
+        await refuseTooLarge(undefined);
+        return;
+      }
+      if (!isDefinitive(error) && (await reply.hasAttachment())) {
+        jobs.delivered(job.id);
+        return;
+      }
+      log.warn('posting the image in the channel instead of the reply');
+    }
+  }
+
+  try {
+    await toChannel(
+      caption(job.prompt, job.requester, (c) => discordMessages.lateImage(mention, c)),
+      file,
+    );
+    jobs.delivered(job.id);
+  } catch (error) {
+    if (isTooLarge(error)) {
+      await refuseTooLarge(undefined);
+      return;
+    }
+    const reason = describeError(error);
+    log.error({ ...errorFields(error) }, 'could not post the image');
+    await tell(messages.deliveryFailed(reason));
+    jobs.deliveryFailed(job.id, reason);
+  }
+}

@@ -1,0 +1,181 @@
+import { once } from 'node:events';
+import {
+  Client,
+  Events,
+  GatewayIntentBits,
+  MessageFlags,
+  Status,
+  type ChatInputCommandInteraction,
+  type Interaction,
+} from 'discord.js';
+import { discordMessages, messages } from '../../messages.js';
+import type { Services } from '../../services.js';
+import { commands } from './commands/index.js';
+import type { CommandContext } from './context.js';
+import { Followers } from './follow.js';
+import { syncCommands } from './register.js';
+import { errorFields, NO_MENTIONS, type ReplyTiming } from './reply.js';
+import { restOptions } from './rest.js';
+
+export { registerCommands } from './register.js';
+export { commandDefinitions } from './definitions.js';
+
+export interface DiscordBotOptions {
+  /** At most one progress edit per message per this many ms. Default 2000. */
+  progressIntervalMs?: number;
+  /** The interaction token's life (Discord: 15 min). Default 15 min. */
+  tokenLifetimeMs?: number;
+  /** Register the slash commands at start when Discord's differ from ours. Default true. */
+  registerOnStart?: boolean;
+  /** How long to wait for the gateway to be ready at start. Default 60 s. */
+  readyTimeoutMs?: number;
+  /** On stop, how long commands and deliveries in flight may take before the client goes. Default 10 s. */
+  stopGraceMs?: number;
+}
+
+export interface DiscordBot {
+  client: Client;
+  stop(): Promise<void>;
+  /** Connected to the gateway (for /healthz). Deliveries do not need it; new commands do. */
+  health(): { ok: boolean; reason?: string };
+}
+
+/**
+ * Logs in to Discord (REST at DISCORD_API_URL; the gateway is discovered through it),
+ * registers the commands if they changed, and serves /imagine and /gpu.
+ */
+export async function startDiscordBot(services: Services, options: DiscordBotOptions = {}): Promise<DiscordBot> {
+  const { config } = services;
+  const logger = services.logger.child({ component: 'discord' });
+  if (!config.discordToken) throw new Error('DISCORD_TOKEN is not set');
+  const timing: ReplyTiming = {
+    progressIntervalMs: options.progressIntervalMs ?? 2_000,
+    tokenLifetimeMs: options.tokenLifetimeMs ?? 15 * 60_000,
+  };
+
+  const client = new Client({
+    intents: [GatewayIntentBits.Guilds],
+    rest: restOptions(config.discordApiUrl),
+    allowedMentions: NO_MENTIONS,
+  });
+  const followers = new Followers({ services, rest: client.rest, logger, timing });
+  const ctx: CommandContext = { services, client, logger, follow: (job) => followers.follow(job) };
+  // After a restart the core hands back the Discord jobs the last run left unfinished.
+  services.jobs.onRecovered('discord', (job) => followers.follow(job));
+  const inFlight = new Set<Promise<void>>();
+  let stopping = false;
+
+  // Nothing Discord sends or answers may take the process down: log it.
+  client.on(Events.Error, (error) => logger.error(errorFields(error), 'discord client error'));
+  client.on(Events.ShardError, (error, shardId) => logger.warn({ ...errorFields(error), shardId }, 'gateway connection error'));
+  client.on(Events.ShardReconnecting, (shardId) => logger.info({ shardId }, 'gateway reconnecting'));
+  client.on(Events.ShardResume, (shardId, replayed) => logger.info({ shardId, replayed }, 'gateway resumed'));
+  client.on(Events.ShardDisconnect, (event, shardId) => logger.error({ code: event.code, shardId }, 'gateway closed for good'));
+  client.on(Events.Warn, (message) => logger.warn({ message }, 'discord client warning'));
+  client.on(Events.Debug, (message) => logger.trace({ message }, 'discord debug'));
+  client.rest.on('rateLimited', (info) => logger.debug({ route: info.route, retryAfter: info.retryAfter }, 'rate limited'));
+
+  client.on(Events.InteractionCreate, (interaction) => {
+    const task = handle(interaction).catch((error: unknown) =>
+      logger.error({ ...errorFields(error), interactionId: interaction.id }, 'interaction handler failed'),
+    );
+    inFlight.add(task);
+    void task.finally(() => inFlight.delete(task));
+  });
+
+  async function handle(interaction: Interaction): Promise<void> {
+    if (!interaction.isChatInputCommand()) {
+      if (interaction.isRepliable()) {
+        await interaction
+          .reply({ content: discordMessages.unsupportedInteraction, flags: MessageFlags.Ephemeral, allowedMentions: NO_MENTIONS })
+          .catch((error: unknown) => logger.warn({ ...errorFields(error) }, 'could not answer an interaction'));
+      }
+      return;
+    }
+    logger.info(
+      { interactionId: interaction.id, command: interaction.commandName, userId: interaction.user.id, channelId: interaction.channelId },
+      'command received',
+    );
+    const command = commands.get(interaction.commandName);
+    if (!command || stopping) {
+      await answerPrivately(interaction, command ? messages.shuttingDown : discordMessages.unknownCommand(interaction.commandName));
+      return;
+    }
+    try {
+      await command.execute(interaction, ctx);
+    } catch (error) {
+      logger.error({ ...errorFields(error), interactionId: interaction.id }, 'command failed');
+      await answerPrivately(interaction, discordMessages.internalError);
+    }
+  }
+
+  /** One visible answer whatever state the interaction is in; never throws. */
+  async function answerPrivately(interaction: ChatInputCommandInteraction, content: string): Promise<void> {
+    try {
+      if (interaction.deferred || interaction.replied) await interaction.editReply({ content, allowedMentions: NO_MENTIONS });
+      else await interaction.reply({ content, flags: MessageFlags.Ephemeral, allowedMentions: NO_MENTIONS });
+    } catch (error) {
+      logger.warn({ ...errorFields(error), interactionId: interaction.id }, 'could not answer the interaction');
+    }
+  }
+
+  const readyTimeoutMs = options.readyTimeoutMs ?? 60_000;
+  const readyDeadline = new AbortController();
+  const readyTimer = setTimeout(() => readyDeadline.abort(), readyTimeoutMs);
+  try {
+    const ready = once(client, Events.ClientReady, { signal: readyDeadline.signal }).catch((error: unknown) => {
+      throw new Error(`the Discord gateway was not ready within ${readyTimeoutMs / 1000} s`, { cause: error });
+    });
+    // Whichever fails first (a refused token, no gateway) fails the start; neither is left dangling.
+    await Promise.all([client.login(config.discordToken), ready]);
+  } catch (error) {
+    await client.destroy().catch(() => undefined);
+    throw error;
+  } finally {
+    clearTimeout(readyTimer);
+    readyDeadline.abort();
+  }
+  logger.info({ user: client.user?.tag, applicationId: client.application?.id, guilds: client.guilds.cache.size }, 'discord bot ready');
+
+  if (options.registerOnStart ?? true) {
+    const applicationId = config.discordAppId ?? client.application?.id;
+    if (config.discordAppId && client.application && config.discordAppId !== client.application.id) {
+      logger.warn({ configured: config.discordAppId, actual: client.application.id }, 'DISCORD_APP_ID is not this bot\'s application');
+    }
+    if (applicationId) {
+      await syncCommands(client.rest, { applicationId, guildId: config.discordGuildId }, logger).catch((error: unknown) =>
+        logger.warn({ ...errorFields(error) }, 'could not register the slash commands; run "fairbot register-commands"'),
+      );
+    }
+  }
+
+  let stopped: Promise<void> | undefined;
+  return {
+    client,
+    health() {
+      const connected = client.ws.shards.size > 0 && client.ws.shards.every((shard) => shard.status === Status.Ready);
+      return connected ? { ok: true } : { ok: false, reason: 'Discord gateway not connected' };
+    },
+    stop() {
+      stopped ??= (async () => {
+        stopping = true;
+        const grace = options.stopGraceMs ?? 10_000;
+        const started = Date.now();
+        // Commands being acknowledged, then images already generated reaching their users
+        // (REST only: no gateway needed). Jobs still queued stay recorded for the next start.
+        if (inFlight.size > 0) {
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([
+            Promise.allSettled([...inFlight]),
+            new Promise<void>((resolve) => (timer = setTimeout(resolve, grace))),
+          ]);
+          clearTimeout(timer);
+        }
+        await followers.stop(Math.max(0, grace - (Date.now() - started)));
+        await client.destroy();
+        logger.info('discord bot stopped');
+      })();
+      return stopped;
+    },
+  };
+}

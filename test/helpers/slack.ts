@@ -1,0 +1,70 @@
+// An end-to-end rig for the Slack adapter: the real app (startApp, as `npm start` runs
+// it) with its Slack side pointed at the Slack stand-in and its GPU side at the Fair
+// stand-in (which spawns the diffusion stand-in on the host port).
+import { startApp, type RunningApp } from '../../src/app.js';
+import { freePort, startFairStandin, type FairOptions, type FairStandin } from '../standins/fair.js';
+import { startSlackStandin, type SlackStandin, type SlackStandinOptions } from '../standins/slack.js';
+import { FAIR_EMAIL, FAIR_PASSWORD, FAST_TIMING, fairEnv, LogCapture, tempDir } from './app.js';
+
+export const SLACK_ADMIN = 'UADMIN01';
+
+export interface SlackRig {
+  slack: SlackStandin;
+  fair: FairStandin;
+  app: RunningApp;
+  logs: LogCapture;
+  /** POST /slack/events of the running app (HTTP mode). */
+  eventsUrl: string;
+  /** Stops the app (as SIGTERM does, with graceMs) and starts it again on the same DATA_DIR. */
+  restart(graceMs?: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startSlackRig(
+  opts: { fair?: FairOptions; slack?: SlackStandinOptions; env?: Record<string, string>; socketMode?: boolean } = {},
+): Promise<SlackRig> {
+  const slack = await startSlackStandin(opts.slack);
+  const fair = await startFairStandin({ email: FAIR_EMAIL, password: FAIR_PASSWORD, ...opts.fair });
+  const hostPort = await freePort();
+  const dir = tempDir('fairbot-slack-');
+  const logs = new LogCapture();
+  const env = fairEnv(fair, hostPort, dir.path, {
+    SLACK_BOT_TOKEN: slack.botToken,
+    SLACK_API_URL: slack.apiUrl,
+    ADMIN_IDS: `slack:${SLACK_ADMIN},discord:123456789012345678`,
+    ...(opts.socketMode
+      ? { SLACK_APP_TOKEN: slack.appToken }
+      : { SLACK_SIGNING_SECRET: slack.signingSecret, SLACK_PORT: '0' }),
+    ...opts.env,
+  });
+  const start = () => startApp({ env, logDestination: logs, timing: FAST_TIMING });
+  let app: RunningApp;
+  try {
+    app = await start();
+  } catch (error) {
+    await slack.close();
+    await fair.close();
+    dir.remove();
+    throw error;
+  }
+  const events = (a: RunningApp) => `http://127.0.0.1:${a.slack?.port ?? 0}/slack/events`;
+  const rig: SlackRig = {
+    slack,
+    fair,
+    app,
+    logs,
+    eventsUrl: events(app),
+    async restart(graceMs = 0) {
+      await rig.app.stop(graceMs);
+      rig.app = await start();
+      rig.eventsUrl = events(rig.app);
+    },
+    async close() {
+      await rig.app.stop(0);
+      await slack.close();
+      await fair.close();
+      dir.remove();
+    },
+  };
+  return rig;
+}

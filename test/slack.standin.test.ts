@@ -1,0 +1,159 @@
+// Self-test of the Slack stand-in with a bare Bolt App (the real client, real sockets):
+// if these pass, the stand-in speaks what Bolt and the WebClient send.
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { App, LogLevel, SocketModeReceiver, webApi } from '@slack/bolt';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startSlackStandin, type SlackStandin } from './standins/slack.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+async function standin(opts: Parameters<typeof startSlackStandin>[0] = {}): Promise<SlackStandin> {
+  const s = await startSlackStandin(opts);
+  cleanups.push(() => s.close());
+  return s;
+}
+
+async function httpApp(slack: SlackStandin, setup: (app: InstanceType<typeof App>) => void) {
+  const app = new App({
+    token: slack.botToken,
+    signingSecret: slack.signingSecret,
+    clientOptions: { slackApiUrl: slack.apiUrl, retryConfig: { retries: 0 } },
+    logLevel: LogLevel.ERROR,
+    deferInitialization: true,
+  });
+  setup(app);
+  await app.init();
+  const server = (await app.start(0)) as Server;
+  cleanups.push(async () => {
+    await app.stop();
+  });
+  return { app, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/slack/events` };
+}
+
+describe('Slack stand-in with a bare Bolt app', () => {
+  it('delivers a signed slash command over HTTP and shows the ack to the user', async () => {
+    const slack = await standin();
+    const seen: string[] = [];
+    const { url } = await httpApp(slack, (app) => {
+      app.command('/ping', async ({ ack, command }) => {
+        seen.push(`${command.user_id}:${command.text}`);
+        await ack({ response_type: 'ephemeral', text: `pong ${command.text}` });
+      });
+    });
+    const res = await slack.sendSlashCommand(url, { command: '/ping', text: 'a & b <!channel>', user_id: 'U1' });
+    expect(res.status).toBe(200);
+    expect(res.text).toBe('pong a & b <!channel>');
+    expect(seen).toEqual(['U1:a & b <!channel>']);
+    expect(slack.userView('U1').map((m) => m.text)).toEqual(['pong a & b <!channel>']);
+    // init() verified the token once.
+    expect(slack.callsTo('auth.test')).toHaveLength(1);
+  });
+
+  it('refuses a bad signature and an old timestamp (401), and never calls the listener', async () => {
+    const slack = await standin();
+    let called = 0;
+    const { url } = await httpApp(slack, (app) => {
+      app.command('/ping', async ({ ack }) => {
+        called += 1;
+        await ack();
+      });
+    });
+    const bad = await slack.sendSlashCommand(url, { command: '/ping', user_id: 'U1' }, { badSignature: true });
+    expect(bad.status).toBe(401);
+    const old = await slack.sendSlashCommand(url, { command: '/ping', user_id: 'U1' }, { timestamp: Math.floor(Date.now() / 1000) - 6 * 60 });
+    expect(old.status).toBe(401);
+    expect(called).toBe(0);
+  });
+
+  it('lands the exact bytes of client.files.uploadV2 in the channel with the comment', async () => {
+    const slack = await standin();
+    const { app } = await httpApp(slack, () => {});
+    const bytes = Buffer.from(Array.from({ length: 70_000 }, (_, i) => (i * 7 + 3) & 0xff));
+    await app.client.files.uploadV2({
+      channel_id: slack.channelId,
+      file: bytes,
+      filename: 'image.png',
+      title: 'image',
+      initial_comment: 'hello &amp; welcome',
+    });
+    const shares = slack.channelFiles();
+    expect(shares).toHaveLength(1);
+    expect(shares[0]!.initialComment).toBe('hello &amp; welcome');
+    expect(shares[0]!.files[0]!.filename).toBe('image.png');
+    expect(shares[0]!.files[0]!.bytes.equals(bytes)).toBe(true);
+    expect(slack.callsTo('upload')[0]!.contentType).toMatch(/^multipart\/form-data/);
+  });
+
+  it('checks the token, reports channel errors and injected faults', async () => {
+    const slack = await standin({ channels: { C0OUTSIDE: { member: false } } });
+    const { app } = await httpApp(slack, () => {});
+    await expect(app.client.chat.postMessage({ channel: slack.channelId, text: 'x', token: 'xoxb-wrong' })).rejects.toMatchObject({
+      data: { error: 'invalid_auth' },
+    });
+    await expect(app.client.chat.postMessage({ channel: 'C0OUTSIDE', text: 'x' })).rejects.toMatchObject({
+      data: { error: 'not_in_channel' },
+    });
+    await expect(app.client.chat.postEphemeral({ channel: 'C0NOPE', user: 'U1', text: 'x' })).rejects.toMatchObject({
+      data: { error: 'channel_not_found' },
+    });
+    slack.setFault('chat.postMessage', { ratelimited: 1, times: 1 });
+    const started = Date.now();
+    // A separate client that retries: the 429 is retried after Retry-After.
+    const retrying = new webApi.WebClient(slack.botToken, { slackApiUrl: slack.apiUrl, retryConfig: { retries: 2, minTimeout: 10, maxTimeout: 20 }, logLevel: LogLevel.ERROR });
+    const ok = await retrying.chat.postMessage({ channel: slack.channelId, text: 'after the limit' });
+    expect(ok.ok).toBe(true);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+    expect(slack.callsTo('chat.postMessage').map((c) => c.status)).toEqual([200, 200, 429, 200]);
+    expect(slack.posts.map((p) => p.text)).toEqual(['after the limit']);
+  });
+
+  it('enforces the response_url limits: 5 posts, 30 minutes', async () => {
+    const slack = await standin();
+    const url = slack.newResponseUrl({ userId: 'U1' });
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ text: `m${i}`, replace_original: true }) });
+      statuses.push(r.status);
+    }
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 404]);
+    expect(slack.responseUrlPosts.at(-1)!.error).toBe('used_url');
+    expect(slack.userView('U1')).toEqual([{ text: 'm4', via: 'response_url', replaced: 4 }]);
+    const old = slack.newResponseUrl({ userId: 'U2' });
+    slack.expireResponseUrl(old);
+    const r = await fetch(old, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"text":"late"}' });
+    expect(r.status).toBe(404);
+    expect(slack.userView('U2')).toEqual([]);
+  });
+
+  it('serves a slash command over Socket Mode', async () => {
+    const slack = await standin();
+    // The receiver is built here so the test can wait for the disconnect: App#stop()
+    // resolves before the WebSocket is closed.
+    const receiver = new SocketModeReceiver({
+      appToken: slack.appToken,
+      logLevel: LogLevel.ERROR,
+      installerOptions: { clientOptions: { slackApiUrl: slack.apiUrl } },
+    });
+    const app = new App({
+      token: slack.botToken,
+      receiver,
+      clientOptions: { slackApiUrl: slack.apiUrl },
+      logLevel: LogLevel.ERROR,
+      deferInitialization: true,
+    });
+    app.command('/ping', async ({ ack, command }) => {
+      await ack({ text: `pong over socket ${command.text}` });
+    });
+    await app.init();
+    await app.start();
+    cleanups.push(() => receiver.client.disconnect());
+    const res = await slack.sendSocketCommand({ command: '/ping', text: 'hi', user_id: 'U9' });
+    expect(res.text).toBe('pong over socket hi');
+    expect(slack.userView('U9').map((m) => m.text)).toEqual(['pong over socket hi']);
+    expect(slack.callsTo('apps.connections.open')[0]!.token).toBe(slack.appToken);
+  });
+});

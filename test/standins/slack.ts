@@ -1,0 +1,905 @@
+// A Slack stand-in for tests: a real HTTP (and WebSocket) server on 127.0.0.1 that
+// speaks the parts of Slack the bot uses, as the official clients send them:
+//
+//  - the Web API at POST /api/<method> (form-encoded or JSON bodies, the token in
+//    `Authorization: Bearer ...` or in a `token` field): auth.test, chat.postMessage,
+//    chat.postEphemeral, chat.update, files.getUploadURLExternal,
+//    files.completeUploadExternal, apps.connections.open;
+//  - the upload URL handed out by files.getUploadURLExternal (POST /upload/<file id>),
+//    raw or multipart body, bytes kept exactly;
+//  - Socket Mode (GET /link upgraded to a WebSocket): `hello`, envelopes, acks;
+//  - response_url receivers (POST /response/<id>), with Slack's limits (30 minutes,
+//    5 posts) enforced;
+//  - helpers to send SIGNED slash commands to an app over HTTP, or to push them over
+//    Socket Mode, and to see what a user or a channel would see.
+//
+// Everything is recorded; faults can be injected per method.
+import { createHmac, randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+
+// ----------------------------------------------------------------------------
+// Types
+// ----------------------------------------------------------------------------
+
+/** A fault for one method (or `upload` for upload URLs, `response_url` for response URLs). */
+export type SlackFault =
+  /** HTTP 200 `{ok:false, error}`: how Slack reports API errors. */
+  | { error: string; times?: number }
+  /** HTTP 429 with `Retry-After: <seconds>`. */
+  | { ratelimited: number; times?: number }
+  /** A raw HTTP status (e.g. 500, or 413 for an upload), body optional. */
+  | { status: number; body?: string; times?: number }
+  /** No answer at all (the connection stays open until close()): a call cut off by a crash. */
+  | { hang: true; times?: number };
+
+export interface ApiCall {
+  /** Web API method, or `upload` / `response_url`. */
+  method: string;
+  /** Parsed parameters (form fields or JSON), or for uploads the form field names. */
+  params: Record<string, unknown>;
+  contentType: string;
+  /** The token the call carried (header or field), if any. */
+  token?: string;
+  at: number;
+  status: number;
+  response: unknown;
+}
+
+export interface ChannelPost {
+  channel: string;
+  ts: string;
+  text?: string;
+  blocks?: unknown;
+  /** Set when the message was edited with chat.update. */
+  edited?: boolean;
+}
+
+export interface EphemeralPost {
+  channel: string;
+  user: string;
+  text?: string;
+  blocks?: unknown;
+  at: number;
+}
+
+export interface SharedFile {
+  id: string;
+  title?: string;
+  filename: string;
+  bytes: Buffer;
+}
+
+/** One files.completeUploadExternal that succeeded: what the channel shows. */
+export interface FileShare {
+  channel: string;
+  initialComment?: string;
+  threadTs?: string;
+  files: SharedFile[];
+  at: number;
+}
+
+export interface ResponseUrlPost {
+  id: string;
+  url: string;
+  body: Record<string, unknown>;
+  accepted: boolean;
+  status: number;
+  /** Why it was refused: `expired_url`, `used_url`, or an injected fault. */
+  error?: string;
+  at: number;
+}
+
+export interface Ack {
+  via: 'http' | 'socket';
+  user: string;
+  channel: string;
+  command: string;
+  /** What the app answered (HTTP body parsed as JSON when it is, socket ack payload). */
+  payload: unknown;
+  at: number;
+}
+
+/** A message as the user sees it (ephemeral: only they see it). */
+export interface VisibleMessage {
+  text: string;
+  /** Where it came from: the command's ack, a response_url post, chat.postEphemeral. */
+  via: 'ack' | 'response_url' | 'ephemeral';
+  /** How many times it was replaced in place (replace_original). */
+  replaced: number;
+}
+
+export interface SlashCommandFields {
+  command: string;
+  text?: string;
+  user_id: string;
+  channel_id?: string;
+  user_name?: string;
+  channel_name?: string;
+  team_id?: string;
+  team_domain?: string;
+  response_url?: string;
+  trigger_id?: string;
+  api_app_id?: string;
+  [key: string]: string | undefined;
+}
+
+export interface SlashCommandResult {
+  status: number;
+  /** The raw response body. */
+  body: string;
+  /** The body parsed as JSON when it is JSON. */
+  json?: unknown;
+  /** The text the user sees from the ack, if any. */
+  text?: string;
+  ackMs: number;
+  responseUrl: string;
+}
+
+export interface SocketCommandResult {
+  envelopeId: string;
+  /** The ack's payload (undefined for an empty ack). */
+  payload?: unknown;
+  text?: string;
+  ackMs: number;
+  responseUrl: string;
+}
+
+export interface SlackStandinOptions {
+  botToken?: string;
+  appToken?: string;
+  signingSecret?: string;
+  teamId?: string;
+  /** The channel commands come from by default; the bot is a member. */
+  channelId?: string;
+  /** Further channels: `member: false` means the bot was not invited (not_in_channel). */
+  channels?: Record<string, { member: boolean }>;
+  /** response_url lifetime (Slack: 30 minutes). */
+  responseUrlTtlMs?: number;
+  /** response_url posts allowed (Slack: 5). */
+  responseUrlMaxPosts?: number;
+  /** How long sendSocketCommand waits for the app's ack (Slack: 3 s). */
+  socketAckTimeoutMs?: number;
+}
+
+export interface SlackStandin {
+  /** Base of everything served, `http://127.0.0.1:<port>`. */
+  url: string;
+  /** The Web API base: the value for `slackApiUrl` / `SLACK_API_URL` (ends in `/api/`). */
+  apiUrl: string;
+  botToken: string;
+  appToken: string;
+  signingSecret: string;
+  teamId: string;
+  botUserId: string;
+  botId: string;
+  channelId: string;
+  calls: ApiCall[];
+  /** Bytes received at upload URLs, by file id. */
+  uploads: Map<string, Buffer>;
+  /** Completed uploads shared in channels. */
+  fileShares: FileShare[];
+  posts: ChannelPost[];
+  ephemerals: EphemeralPost[];
+  responseUrlPosts: ResponseUrlPost[];
+  acks: Ack[];
+  /** WebSocket connections opened by Socket Mode clients so far. */
+  socketConnections: number;
+  /** Ephemeral messages a user sees, in order, with replace_original applied. */
+  userView(userId: string): VisibleMessage[];
+  /** Files shared in a channel (default: the default channel). */
+  channelFiles(channelId?: string): FileShare[];
+  /** Calls of one method. */
+  callsTo(method: string): ApiCall[];
+  addChannel(id: string, opts: { member: boolean }): void;
+  newResponseUrl(opts?: { userId?: string; channelId?: string; ttlMs?: number; maxPosts?: number }): string;
+  /** Make a response_url behave as if its 30 minutes were over. */
+  expireResponseUrl(url: string): void;
+  sign(body: string, timestamp: number, secret?: string): string;
+  sendSlashCommand(
+    appUrl: string,
+    fields: SlashCommandFields,
+    opts?: { timestamp?: number; badSignature?: boolean; contentType?: string },
+  ): Promise<SlashCommandResult>;
+  /** Socket Mode connections open now. */
+  openSockets(): number;
+  /** Asks connected clients to reconnect, as Slack does (`{type:'disconnect', reason}`). */
+  disconnectSockets(reason?: string): void;
+  /** Waits (with a deadline) for a Socket Mode client to be connected. */
+  waitForSocket(timeoutMs?: number): Promise<void>;
+  sendSocketCommand(fields: SlashCommandFields, opts?: { ackTimeoutMs?: number }): Promise<SocketCommandResult>;
+  /** Resolves with pred's first truthy value, re-checked on every recorded change (and every 25 ms). */
+  waitFor<T>(pred: () => T | undefined | null | false, timeoutMs?: number, what?: string): Promise<T>;
+  setFault(method: string, fault: SlackFault | undefined): void;
+  close(): Promise<void>;
+}
+
+// ----------------------------------------------------------------------------
+// Implementation
+// ----------------------------------------------------------------------------
+
+const BODY_LIMIT = 64 * 1024 * 1024;
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > BODY_LIMIT) {
+        reject(new Error('body too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function mediaType(contentType: string | undefined): string {
+  return (contentType ?? '').split(';')[0]!.trim().toLowerCase();
+}
+
+/** Slack's answer for the text of a message payload. */
+function textOf(payload: unknown): string | undefined {
+  if (typeof payload === 'string') return payload;
+  if (payload && typeof payload === 'object' && typeof (payload as { text?: unknown }).text === 'string') {
+    return (payload as { text: string }).text;
+  }
+  return undefined;
+}
+
+function parseJsonField(v: unknown): unknown {
+  if (typeof v !== 'string') return v;
+  try {
+    return JSON.parse(v);
+  } catch {
+    return v;
+  }
+}
+
+interface ResponseUrlState {
+  id: string;
+  url: string;
+  userId?: string;
+  channelId?: string;
+  createdAt: number;
+  ttlMs: number;
+  maxPosts: number;
+  posts: number;
+  expired: boolean;
+}
+
+interface UserMessage extends VisibleMessage {
+  /** The response_url this message belongs to (replace_original targets it). */
+  responseId?: string;
+}
+
+export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise<SlackStandin> {
+  const botToken = opts.botToken ?? `xoxb-standin-${randomBytes(6).toString('hex')}`;
+  const appToken = opts.appToken ?? `xapp-1-standin-${randomBytes(6).toString('hex')}`;
+  const signingSecret = opts.signingSecret ?? randomBytes(16).toString('hex');
+  const teamId = opts.teamId ?? 'T0STANDIN';
+  const channelId = opts.channelId ?? 'C0GENERAL';
+  const botUserId = 'U0FAIRBOT';
+  const botId = 'B0FAIRBOT';
+  const appId = 'A0FAIRBOT';
+  const ttlDefault = opts.responseUrlTtlMs ?? 30 * 60_000;
+  const maxPostsDefault = opts.responseUrlMaxPosts ?? 5;
+  const socketAckTimeout = opts.socketAckTimeoutMs ?? 3000;
+
+  const channels = new Map<string, { member: boolean }>([[channelId, { member: true }]]);
+  for (const [id, c] of Object.entries(opts.channels ?? {})) channels.set(id, c);
+
+  const changes = new EventEmitter();
+  changes.setMaxListeners(0);
+  const changed = () => changes.emit('change');
+
+  const calls: ApiCall[] = [];
+  const uploads = new Map<string, Buffer>();
+  const pendingUploads = new Map<string, { filename: string; length: number; uploaded: boolean }>();
+  const fileShares: FileShare[] = [];
+  const posts: ChannelPost[] = [];
+  const ephemerals: EphemeralPost[] = [];
+  const responseUrlPosts: ResponseUrlPost[] = [];
+  const acks: Ack[] = [];
+  const responseUrls = new Map<string, ResponseUrlState>();
+  const userMessages = new Map<string, UserMessage[]>();
+  const faults = new Map<string, SlackFault & { remaining: number }>();
+  let seq = 0;
+  const nextTs = () => `${Math.floor(Date.now() / 1000)}.${String(++seq).padStart(6, '0')}`;
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      if (!res.headersSent) {
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end(`stand-in error: ${String(err)}`);
+      } else res.destroy();
+    });
+  });
+  const wss = new WebSocketServer({ noServer: true });
+  const sockets = new Set<WebSocket>();
+  const ackWaiters = new Map<string, (payload: unknown) => void>();
+  let socketConnections = 0;
+
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://127.0.0.1:${port}`;
+  const apiUrl = `${url}/api/`;
+
+  // ---- user view ------------------------------------------------------------
+  function pushUserMessage(user: string, msg: UserMessage) {
+    const list = userMessages.get(user) ?? [];
+    list.push(msg);
+    userMessages.set(user, list);
+  }
+
+  /** A message body sent as a command's answer (ack body or response_url post). */
+  function showAnswer(user: string, channel: string, payload: unknown, via: 'ack' | 'response_url', responseId?: string) {
+    const body = (typeof payload === 'object' && payload !== null ? payload : {}) as Record<string, unknown>;
+    const text = textOf(payload);
+    if (via === 'response_url' && (body.delete_original === true || body.delete_original === 'true')) {
+      const list = userMessages.get(user) ?? [];
+      const i = list.findIndex((m) => m.responseId === responseId);
+      if (i >= 0) list.splice(i, 1);
+      return;
+    }
+    if (text === undefined) return;
+    if (body.response_type === 'in_channel') {
+      posts.push({ channel, ts: nextTs(), text, blocks: body.blocks });
+      return;
+    }
+    if (via === 'response_url' && (body.replace_original === true || body.replace_original === 'true')) {
+      const list = userMessages.get(user) ?? [];
+      const existing = list.find((m) => m.responseId === responseId);
+      if (existing) {
+        existing.text = text;
+        existing.via = 'response_url';
+        existing.replaced += 1;
+        return;
+      }
+    }
+    pushUserMessage(user, { text, via, replaced: 0, responseId });
+  }
+
+  // ---- faults ---------------------------------------------------------------
+  function takeFault(method: string): SlackFault | undefined {
+    const f = faults.get(method);
+    if (!f) return undefined;
+    f.remaining -= 1;
+    if (f.remaining <= 0) faults.delete(method);
+    return f;
+  }
+
+  function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
+    const isText = typeof body === 'string';
+    res.writeHead(status, {
+      'content-type': isText ? 'text/plain; charset=utf-8' : 'application/json; charset=utf-8',
+      ...headers,
+    });
+    res.end(isText ? body : JSON.stringify(body));
+  }
+
+  /** Applies a fault: returns true when the response was sent. */
+  function applyFault(method: string, res: ServerResponse, record: (status: number, response: unknown) => void): boolean {
+    const fault = takeFault(method);
+    if (!fault) return false;
+    if ('error' in fault) {
+      const body = { ok: false, error: fault.error };
+      record(200, body);
+      send(res, 200, body);
+    } else if ('ratelimited' in fault) {
+      const body = { ok: false, error: 'ratelimited' };
+      record(429, body);
+      send(res, 429, body, { 'retry-after': String(fault.ratelimited) });
+    } else if ('hang' in fault) {
+      record(0, 'hanging');
+    } else {
+      record(fault.status, fault.body ?? '');
+      send(res, fault.status, fault.body ?? '');
+    }
+    return true;
+  }
+
+  // ---- routing --------------------------------------------------------------
+  async function handle(req: IncomingMessage, res: ServerResponse) {
+    const path = new URL(req.url ?? '/', url).pathname;
+    if (req.method === 'POST' && path.startsWith('/api/')) return handleApi(path.slice(5), req, res);
+    if (req.method === 'POST' && path.startsWith('/upload/')) return handleUpload(path.slice(8), req, res);
+    if (req.method === 'POST' && path.startsWith('/response/')) return handleResponseUrl(path.slice(10), req, res);
+    send(res, 404, 'not found');
+  }
+
+  async function parseParams(req: IncomingMessage, raw: Buffer): Promise<Record<string, unknown>> {
+    const type = mediaType(req.headers['content-type']);
+    if (type === 'application/json') {
+      const parsed: unknown = raw.length ? JSON.parse(raw.toString('utf8')) : {};
+      return parsed && typeof parsed === 'object' ? (parsed as Record<string, unknown>) : {};
+    }
+    if (type === 'application/x-www-form-urlencoded' || type === '') {
+      return Object.fromEntries(new URLSearchParams(raw.toString('utf8')));
+    }
+    if (type === 'multipart/form-data') {
+      const form = await new Request('http://standin/', {
+        method: 'POST',
+        headers: { 'content-type': req.headers['content-type']! },
+        body: raw,
+      }).formData();
+      const out: Record<string, unknown> = {};
+      for (const [k, v] of form.entries()) out[k] = typeof v === 'string' ? v : Buffer.from(await v.arrayBuffer());
+      return out;
+    }
+    throw new Error(`unsupported content type ${type}`);
+  }
+
+  function tokenOf(req: IncomingMessage, params: Record<string, unknown>): string | undefined {
+    const auth = req.headers.authorization;
+    if (typeof auth === 'string' && auth.startsWith('Bearer ')) return auth.slice(7);
+    return typeof params.token === 'string' ? params.token : undefined;
+  }
+
+  async function handleApi(method: string, req: IncomingMessage, res: ServerResponse) {
+    const raw = await readBody(req);
+    let params: Record<string, unknown>;
+    try {
+      params = await parseParams(req, raw);
+    } catch (err) {
+      send(res, 200, { ok: false, error: 'invalid_form_data', detail: String(err) });
+      return;
+    }
+    const token = tokenOf(req, params);
+    const call: ApiCall = {
+      method,
+      params,
+      contentType: String(req.headers['content-type'] ?? ''),
+      token,
+      at: Date.now(),
+      status: 0,
+      response: undefined,
+    };
+    calls.push(call);
+    const record = (status: number, response: unknown) => {
+      call.status = status;
+      call.response = response;
+      changed();
+    };
+    const reply = (body: Record<string, unknown>) => {
+      record(200, body);
+      send(res, 200, body);
+    };
+
+    // Authentication first, as Slack does.
+    if (token === undefined || token === '') return reply({ ok: false, error: 'not_authed' });
+    if (method === 'apps.connections.open') {
+      if (token !== appToken) return reply({ ok: false, error: token.startsWith('xapp-') ? 'invalid_auth' : 'not_allowed_token_type' });
+    } else if (token !== botToken) {
+      return reply({ ok: false, error: 'invalid_auth' });
+    }
+    if (applyFault(method, res, record)) return;
+
+    const str = (k: string) => (typeof params[k] === 'string' ? (params[k] as string) : undefined);
+    const channelCheck = (ch: string | undefined): string | undefined => {
+      if (!ch) return 'channel_not_found';
+      const c = channels.get(ch);
+      if (!c) return 'channel_not_found';
+      if (!c.member) return 'not_in_channel';
+      return undefined;
+    };
+
+    switch (method) {
+      case 'auth.test':
+        return reply({
+          ok: true,
+          url: 'https://standin.slack.test/',
+          team: 'Stand-in',
+          user: 'fairbot',
+          team_id: teamId,
+          user_id: botUserId,
+          bot_id: botId,
+          is_enterprise_install: false,
+        });
+      case 'chat.postMessage': {
+        const channel = str('channel');
+        const err = channelCheck(channel);
+        if (err) return reply({ ok: false, error: err });
+        if (!str('text') && !params.blocks) return reply({ ok: false, error: 'no_text' });
+        const post: ChannelPost = { channel: channel!, ts: nextTs(), text: str('text'), blocks: parseJsonField(params.blocks) };
+        posts.push(post);
+        return reply({ ok: true, channel, ts: post.ts, message: { type: 'message', text: post.text, bot_id: botId, ts: post.ts } });
+      }
+      case 'chat.update': {
+        const channel = str('channel');
+        const err = channelCheck(channel);
+        if (err) return reply({ ok: false, error: err });
+        const post = posts.find((p) => p.channel === channel && p.ts === str('ts'));
+        if (!post) return reply({ ok: false, error: 'message_not_found' });
+        post.text = str('text') ?? post.text;
+        if (params.blocks !== undefined) post.blocks = parseJsonField(params.blocks);
+        post.edited = true;
+        return reply({ ok: true, channel, ts: post.ts, text: post.text });
+      }
+      case 'chat.postEphemeral': {
+        const channel = str('channel');
+        const user = str('user');
+        const err = channelCheck(channel);
+        if (err) return reply({ ok: false, error: err });
+        if (!user) return reply({ ok: false, error: 'user_not_found' });
+        if (!str('text') && !params.blocks) return reply({ ok: false, error: 'no_text' });
+        ephemerals.push({ channel: channel!, user, text: str('text'), blocks: parseJsonField(params.blocks), at: Date.now() });
+        pushUserMessage(user, { text: str('text') ?? '', via: 'ephemeral', replaced: 0 });
+        return reply({ ok: true, message_ts: nextTs() });
+      }
+      case 'files.getUploadURLExternal': {
+        const filename = str('filename');
+        const length = Number(params.length);
+        if (!filename) return reply({ ok: false, error: 'invalid_arguments', detail: 'filename is required' });
+        if (!Number.isInteger(length) || length <= 0) return reply({ ok: false, error: 'invalid_arguments', detail: 'length is required' });
+        const fileId = `F${randomBytes(5).toString('hex').toUpperCase()}`;
+        pendingUploads.set(fileId, { filename, length, uploaded: false });
+        return reply({ ok: true, upload_url: `${url}/upload/${fileId}`, file_id: fileId });
+      }
+      case 'files.completeUploadExternal': {
+        const files = parseJsonField(params.files);
+        if (!Array.isArray(files) || files.length === 0) return reply({ ok: false, error: 'invalid_arguments', detail: 'files is required' });
+        const channel = str('channel_id') ?? str('channels');
+        if (channel !== undefined) {
+          const err = channelCheck(channel);
+          if (err) return reply({ ok: false, error: err });
+        }
+        const shared: SharedFile[] = [];
+        for (const f of files as Array<{ id?: string; title?: string }>) {
+          const pending = f.id ? pendingUploads.get(f.id) : undefined;
+          const bytes = f.id ? uploads.get(f.id) : undefined;
+          if (!pending || !bytes) return reply({ ok: false, error: 'file_not_found', detail: `no upload for ${f.id}` });
+          shared.push({ id: f.id!, title: f.title, filename: pending.filename, bytes });
+        }
+        if (channel !== undefined) {
+          fileShares.push({ channel, initialComment: str('initial_comment'), threadTs: str('thread_ts'), files: shared, at: Date.now() });
+        }
+        return reply({ ok: true, files: shared.map((f) => ({ id: f.id, title: f.title, name: f.filename, size: f.bytes.length })) });
+      }
+      case 'apps.connections.open':
+        return reply({ ok: true, url: `ws://127.0.0.1:${port}/link/?ticket=${randomBytes(8).toString('hex')}&app_id=${appId}` });
+      default:
+        return reply({ ok: false, error: 'unknown_method' });
+    }
+  }
+
+  async function handleUpload(fileId: string, req: IncomingMessage, res: ServerResponse) {
+    const raw = await readBody(req);
+    const call: ApiCall = {
+      method: 'upload',
+      params: { file_id: fileId },
+      contentType: String(req.headers['content-type'] ?? ''),
+      token: tokenOf(req, {}),
+      at: Date.now(),
+      status: 0,
+      response: undefined,
+    };
+    calls.push(call);
+    const record = (status: number, response: unknown) => {
+      call.status = status;
+      call.response = response;
+      changed();
+    };
+    const pending = pendingUploads.get(fileId);
+    if (!pending) {
+      record(404, 'unknown upload');
+      return send(res, 404, 'unknown upload');
+    }
+    if (applyFault('upload', res, record)) return;
+    // The SDK sends multipart/form-data with one file part; a raw body is accepted too.
+    let bytes: Buffer = raw;
+    if (mediaType(req.headers['content-type']) === 'multipart/form-data') {
+      const params = await parseParams(req, raw);
+      call.params = { file_id: fileId, fields: Object.keys(params) };
+      const file = Object.values(params).find((v): v is Buffer => Buffer.isBuffer(v));
+      if (!file) {
+        record(400, 'no file part');
+        return send(res, 400, 'no file part');
+      }
+      bytes = file;
+    }
+    if (bytes.length !== pending.length) {
+      const msg = `length mismatch: declared ${pending.length}, received ${bytes.length}`;
+      record(400, msg);
+      return send(res, 400, msg);
+    }
+    pending.uploaded = true;
+    uploads.set(fileId, bytes);
+    record(200, `OK - ${bytes.length}`);
+    send(res, 200, `OK - ${bytes.length}`);
+  }
+
+  async function handleResponseUrl(id: string, req: IncomingMessage, res: ServerResponse) {
+    const raw = await readBody(req);
+    const state = responseUrls.get(id);
+    let body: Record<string, unknown> = {};
+    try {
+      body = await parseParams(req, raw);
+    } catch {
+      body = { raw: raw.toString('utf8') };
+    }
+    const post: ResponseUrlPost = { id, url: `${url}/response/${id}`, body, accepted: false, status: 0, at: Date.now() };
+    responseUrlPosts.push(post);
+    const calls0: ApiCall = { method: 'response_url', params: body, contentType: String(req.headers['content-type'] ?? ''), at: post.at, status: 0, response: undefined };
+    calls.push(calls0);
+    const refuse = (status: number, error: string) => {
+      post.status = status;
+      post.error = error;
+      calls0.status = status;
+      calls0.response = error;
+      changed();
+      send(res, status, error);
+    };
+    if (!state) return refuse(404, 'no_such_url');
+    if (state.expired || Date.now() - state.createdAt > state.ttlMs) return refuse(404, 'expired_url');
+    if (state.posts >= state.maxPosts) return refuse(404, 'used_url');
+    const fault = takeFault('response_url');
+    if (fault) {
+      state.posts += 1;
+      if ('error' in fault) return refuse(404, fault.error);
+      if ('ratelimited' in fault) return refuse(429, 'rate_limited');
+      if ('hang' in fault) return;
+      return refuse(fault.status, fault.body ?? 'fault');
+    }
+    state.posts += 1;
+    post.accepted = true;
+    post.status = 200;
+    calls0.status = 200;
+    calls0.response = 'ok';
+    if (state.userId) showAnswer(state.userId, state.channelId ?? channelId, body, 'response_url', id);
+    changed();
+    send(res, 200, 'ok');
+  }
+
+  // ---- Socket Mode ------------------------------------------------------------
+  server.on('upgrade', (req, socket, head) => {
+    const path = new URL(req.url ?? '/', url).pathname;
+    if (!path.startsWith('/link')) {
+      socket.destroy();
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      sockets.add(ws);
+      socketConnections += 1;
+      ws.on('close', () => {
+        sockets.delete(ws);
+        changed();
+      });
+      ws.on('error', () => sockets.delete(ws));
+      ws.on('message', (data, isBinary) => {
+        if (isBinary) return;
+        let msg: { envelope_id?: string; payload?: unknown };
+        try {
+          msg = JSON.parse(data.toString()) as typeof msg;
+        } catch {
+          return;
+        }
+        if (msg.envelope_id) ackWaiters.get(msg.envelope_id)?.(msg.payload);
+      });
+      ws.send(
+        JSON.stringify({
+          type: 'hello',
+          num_connections: sockets.size,
+          debug_info: { host: 'slack-standin', build_number: 1, approximate_connection_time: 3600 },
+          connection_info: { app_id: appId },
+        }),
+      );
+      changed();
+    });
+  });
+
+  // ---- helpers ------------------------------------------------------------------
+  function waitFor<T>(pred: () => T | undefined | null | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const check = (): boolean => {
+        let v: T | undefined | null | false;
+        try {
+          v = pred();
+        } catch (err) {
+          cleanup();
+          reject(err as Error);
+          return true;
+        }
+        if (v) {
+          cleanup();
+          resolve(v);
+          return true;
+        }
+        return false;
+      };
+      const onChange = () => void check();
+      // Predicates may also read state outside the stand-in (the app's logs, the Fair
+      // stand-in): re-check now and then too, still bounded by the deadline.
+      const poll = setInterval(onChange, 25);
+      const timer = setTimeout(() => {
+        cleanup();
+        const recent = calls
+          .slice(-15)
+          .map((c) => `${c.method} -> ${c.status} ${typeof c.response === 'string' ? c.response : JSON.stringify(c.response)}`)
+          .join('\n  ');
+        reject(new Error(`slack stand-in: timed out after ${timeoutMs} ms waiting for ${what}; recent calls:\n  ${recent}`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        clearInterval(poll);
+        changes.off('change', onChange);
+      };
+      changes.on('change', onChange);
+      check();
+    });
+  }
+
+  function newResponseUrl(o: { userId?: string; channelId?: string; ttlMs?: number; maxPosts?: number } = {}): string {
+    const id = randomBytes(8).toString('hex');
+    const u = `${url}/response/${id}`;
+    responseUrls.set(id, {
+      id,
+      url: u,
+      userId: o.userId,
+      channelId: o.channelId,
+      createdAt: Date.now(),
+      ttlMs: o.ttlMs ?? ttlDefault,
+      maxPosts: o.maxPosts ?? maxPostsDefault,
+      posts: 0,
+      expired: false,
+    });
+    return u;
+  }
+
+  function commandFields(fields: SlashCommandFields): Record<string, string> {
+    const channel = fields.channel_id ?? channelId;
+    const responseUrl = fields.response_url ?? newResponseUrl({ userId: fields.user_id, channelId: channel });
+    const all: Record<string, string | undefined> = {
+      token: 'deprecated-verification-token',
+      team_id: teamId,
+      team_domain: 'standin',
+      channel_id: channel,
+      channel_name: 'general',
+      user_name: fields.user_id.toLowerCase(),
+      api_app_id: appId,
+      is_enterprise_install: 'false',
+      response_url: responseUrl,
+      trigger_id: `${Date.now()}.${randomBytes(4).toString('hex')}`,
+      ...fields,
+      text: fields.text ?? '',
+    };
+    all.channel_id = channel;
+    all.response_url = responseUrl;
+    return Object.fromEntries(Object.entries(all).filter((e): e is [string, string] => e[1] !== undefined));
+  }
+
+  function sign(body: string, timestamp: number, secret = signingSecret): string {
+    return `v0=${createHmac('sha256', secret).update(`v0:${timestamp}:${body}`).digest('hex')}`;
+  }
+
+  async function sendSlashCommand(
+    appUrl: string,
+    fields: SlashCommandFields,
+    o: { timestamp?: number; badSignature?: boolean; contentType?: string } = {},
+  ): Promise<SlashCommandResult> {
+    const target = new URL(appUrl);
+    if (target.pathname === '/' || target.pathname === '') target.pathname = '/slack/events';
+    const form = commandFields(fields);
+    const body = new URLSearchParams(form).toString();
+    const timestamp = o.timestamp ?? Math.floor(Date.now() / 1000);
+    const signature = o.badSignature ? sign(body, timestamp, `${signingSecret}-wrong`) : sign(body, timestamp);
+    const started = performance.now();
+    const res = await fetch(target, {
+      method: 'POST',
+      headers: {
+        // Exactly this: Bolt does not parse the body with a charset suffix.
+        'content-type': o.contentType ?? 'application/x-www-form-urlencoded',
+        'x-slack-request-timestamp': String(timestamp),
+        'x-slack-signature': signature,
+        'user-agent': 'Slackbot 1.0 (+https://api.slack.com/robots)',
+      },
+      body,
+    });
+    const text = await res.text();
+    const ackMs = performance.now() - started;
+    let json: unknown;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = undefined;
+    }
+    const payload = json ?? (text || undefined);
+    if (res.status === 200) {
+      acks.push({ via: 'http', user: form.user_id!, channel: form.channel_id!, command: form.command!, payload, at: Date.now() });
+      if (payload !== undefined) showAnswer(form.user_id!, form.channel_id!, payload, 'ack', idOf(form.response_url!));
+      changed();
+    }
+    return { status: res.status, body: text, json, text: textOf(payload), ackMs, responseUrl: form.response_url! };
+  }
+
+  const idOf = (responseUrl: string) => responseUrl.slice(responseUrl.lastIndexOf('/') + 1);
+
+  async function waitForSocket(timeoutMs = 10_000): Promise<void> {
+    await waitFor(() => sockets.size > 0, timeoutMs, 'a Socket Mode connection');
+  }
+
+  async function sendSocketCommand(fields: SlashCommandFields, o: { ackTimeoutMs?: number } = {}): Promise<SocketCommandResult> {
+    await waitForSocket();
+    const ws = [...sockets][0]!;
+    const form = commandFields(fields);
+    const envelopeId = `${randomBytes(4).toString('hex')}-${randomBytes(2).toString('hex')}-${randomBytes(6).toString('hex')}`;
+    const started = performance.now();
+    const ackTimeout = o.ackTimeoutMs ?? socketAckTimeout;
+    const payload = await new Promise<unknown>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        ackWaiters.delete(envelopeId);
+        reject(new Error(`slack stand-in: no ack for envelope ${envelopeId} within ${ackTimeout} ms`));
+      }, ackTimeout);
+      ackWaiters.set(envelopeId, (p) => {
+        clearTimeout(timer);
+        ackWaiters.delete(envelopeId);
+        resolve(p);
+      });
+      ws.send(JSON.stringify({ envelope_id: envelopeId, type: 'slash_commands', payload: form, accepts_response_payload: true }));
+    });
+    const ackMs = performance.now() - started;
+    const shown = payload && typeof payload === 'object' && Object.keys(payload).length === 0 ? undefined : payload;
+    acks.push({ via: 'socket', user: form.user_id!, channel: form.channel_id!, command: form.command!, payload: shown, at: Date.now() });
+    if (shown !== undefined) showAnswer(form.user_id!, form.channel_id!, shown, 'ack', idOf(form.response_url!));
+    changed();
+    return { envelopeId, payload: shown, text: textOf(shown), ackMs, responseUrl: form.response_url! };
+  }
+
+  return {
+    url,
+    apiUrl,
+    botToken,
+    appToken,
+    signingSecret,
+    teamId,
+    botUserId,
+    botId,
+    channelId,
+    calls,
+    uploads,
+    fileShares,
+    posts,
+    ephemerals,
+    responseUrlPosts,
+    acks,
+    get socketConnections() {
+      return socketConnections;
+    },
+    userView: (userId) => (userMessages.get(userId) ?? []).map(({ text, via, replaced }) => ({ text, via, replaced })),
+    channelFiles: (ch = channelId) => fileShares.filter((s) => s.channel === ch),
+    callsTo: (method) => calls.filter((c) => c.method === method),
+    addChannel: (id, o) => void channels.set(id, o),
+    newResponseUrl,
+    openSockets: () => sockets.size,
+    disconnectSockets: (reason = 'refresh_requested') => {
+      for (const ws of sockets) ws.send(JSON.stringify({ type: 'disconnect', reason, debug_info: { host: 'slack-standin' } }));
+    },
+    expireResponseUrl: (u) => {
+      const s = responseUrls.get(idOf(u));
+      if (s) s.expired = true;
+    },
+    sign,
+    sendSlashCommand,
+    waitForSocket,
+    sendSocketCommand,
+    waitFor,
+    setFault: (method, fault) => {
+      if (fault === undefined) faults.delete(method);
+      else faults.set(method, { ...fault, remaining: fault.times ?? Number.POSITIVE_INFINITY });
+    },
+    close: async () => {
+      for (const ws of sockets) ws.terminate();
+      wss.close();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    },
+  };
+}
