@@ -70,6 +70,13 @@ export const messages = {
   gpuUnknownSubcommand: (sub: string) => `Unknown subcommand "${sub}". Usage: /gpu status or /gpu kill.`,
   gpuKilled: (jobsEnded: number) =>
     `Stopped the GPU server.${jobsEnded > 0 ? ` ${jobsEnded} job${jobsEnded === 1 ? '' : 's'} waiting or running ${jobsEnded === 1 ? 'was' : 'were'} ended.` : ''} The next /imagine starts it again.`,
+  gpuKillConfirm: (waiting: number, running: number) =>
+    `${waiting} job${waiting === 1 ? '' : 's'} waiting and ${running} running will end if you stop the GPU server now. Stop it anyway?`,
+  gpuKillAborted: 'Kept the GPU server running.',
+  cancelNotOwner: 'Only the person who asked for this image (or an admin) can cancel it.',
+  cancelTooLate: 'This job has already finished, so there is nothing to cancel.',
+  cancelDone: 'Cancelled.',
+  rerollUnknown: 'That image is too old to re-roll (its prompt is no longer kept). Run /imagine again.',
   gpuNotRunning: 'The GPU server is not running; nothing to stop.',
   gpuKillFailed: (reason: string) => `Could not stop the GPU server: ${reason}.`,
   gpuKillNotManaged:

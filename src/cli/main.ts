@@ -64,7 +64,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     if (command === 'gpu') {
       // A server started by an earlier run is reported (and stopped) from its record.
       await services.lifecycle.recover().catch(() => undefined);
-      const result = await gpu({ requester: { platform: 'cli', userId: cliUser() }, subcommand: rest.join(' ') }, services);
+      const result = await gpu({ requester: { platform: 'cli', userId: cliUser() }, subcommand: rest.join(' '), confirmed: true }, services);
       (result.ok ? io.stdout : io.stderr).write(`${result.message}\n`);
       return result.ok ? 0 : 1;
     }

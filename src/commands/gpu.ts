@@ -7,18 +7,24 @@ import { isAdmin } from './admin.js';
 export interface GpuStatusView extends LifecycleStatus {
   jobsWaiting: number;
   jobsRunning: number;
+  generationsLastHour: number;
   medianGenerationMs?: number;
 }
 
 export interface GpuResult {
   ok: boolean;
+  /** `/gpu kill` with jobs waiting: the adapter asks again with a confirm button (`confirmed: true`). */
+  needsConfirmation?: boolean;
   /** The text to show the admin (ephemeral on chat platforms). */
   message: string;
   status?: GpuStatusView;
 }
 
 /** /gpu status | kill, admins only. */
-export async function gpu(input: { requester: Requester; subcommand: string }, services: Services): Promise<GpuResult> {
+export async function gpu(
+  input: { requester: Requester; subcommand: string; confirmed?: boolean },
+  services: Services,
+): Promise<GpuResult> {
   if (!isAdmin(input.requester, services.config)) {
     services.logger.warn({ userId: input.requester.userId, platform: input.requester.platform }, '/gpu refused: not an admin');
     return { ok: false, message: messages.adminOnly };
@@ -26,7 +32,13 @@ export async function gpu(input: { requester: Requester; subcommand: string }, s
   const sub = input.subcommand.trim().toLowerCase();
   if (sub === '') return { ok: false, message: messages.gpuUsage };
   if (sub === 'status') return gpuStatus(services);
-  if (sub === 'kill') return gpuKill(input.requester, services);
+  if (sub === 'kill') {
+    const { waiting, running } = services.jobs.counts();
+    if (!input.confirmed && waiting + running > 0 && services.lifecycle.managed) {
+      return { ok: true, needsConfirmation: true, message: messages.gpuKillConfirm(waiting, running), status: statusView(services) };
+    }
+    return gpuKill(input.requester, services);
+  }
   return { ok: false, message: messages.gpuUnknownSubcommand(sub.slice(0, 40)) };
 }
 
@@ -41,6 +53,7 @@ export function statusView(services: Pick<Services, 'lifecycle' | 'jobs'>): GpuS
     ...services.lifecycle.status(),
     jobsWaiting: counts.waiting,
     jobsRunning: counts.running,
+    generationsLastHour: services.jobs.generationsLastHour(),
     medianGenerationMs: services.jobs.medianGenerationMs(),
   };
 }
@@ -80,6 +93,7 @@ export function formatStatus(s: GpuStatusView, now = Date.now()): string {
   lines.push(
     `Last generation: ${ago(s.lastGenerationAt, now)}${s.lastGenerationMs !== undefined ? ` (${(s.lastGenerationMs / 1000).toFixed(1)} s)` : ''}`,
   );
+  lines.push(`Generations in the last hour: ${s.generationsLastHour}`);
   if (s.medianGenerationMs !== undefined) lines.push(`Median generation: ${(s.medianGenerationMs / 1000).toFixed(1)} s`);
   if (s.idleShutdownAt) lines.push(`Idle shutdown in ${Math.max(0, Math.round((s.idleShutdownAt.getTime() - now) / 1000))} s`);
   if (s.nextStartAttemptAt) lines.push(`Next start attempt in ${Math.ceil((s.nextStartAttemptAt.getTime() - now) / 1000)} s`);

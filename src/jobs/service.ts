@@ -48,6 +48,7 @@ export class JobService {
   private readonly delivering = new Set<Job>();
   private readonly jobs = new Map<string, Job>();
   private readonly recentGenerationsMs: number[] = [];
+  private readonly generationTimes: number[] = [];
   private readonly recoveryHandlers = new Map<Platform, (job: Job) => void>();
   private closed = false;
   /** Set during shutdown: an aborted generation goes back to the queue, not to its user. */
@@ -122,6 +123,14 @@ export class JobService {
 
   get(jobId: string): Job | undefined {
     return this.jobs.get(jobId);
+  }
+
+  /** What a job asked for, from memory or, after a restart, from DATA_DIR (for Re-roll buttons). */
+  describeJob(jobId: string): { prompt: string; requester: Requester; state: string } | undefined {
+    const job = this.jobs.get(jobId);
+    if (job) return { prompt: job.prompt, requester: job.requester, state: job.state };
+    const record = this.deps.store?.get(jobId);
+    return record && { prompt: record.prompt, requester: record.requester, state: record.state };
   }
 
   /** Updates what the adapter needs to answer later (e.g. a message id it has since created). */
@@ -382,7 +391,15 @@ export class JobService {
     });
   }
 
+  /** Generations that ended in the last hour, for /gpu status. */
+  generationsLastHour(now = Date.now()): number {
+    while (this.generationTimes.length && this.generationTimes[0]! < now - 3_600_000) this.generationTimes.shift();
+    return this.generationTimes.length;
+  }
+
   private recordGeneration(ms: number): void {
+    this.generationTimes.push(Date.now());
+    this.generationsLastHour();
     this.events.emit('generated', { generationMs: ms });
     this.recentGenerationsMs.push(ms);
     if (this.recentGenerationsMs.length > 20) this.recentGenerationsMs.shift();
