@@ -86,11 +86,12 @@ const infer = (d: DiffusionStandin, prompt: string) =>
 
 describe('diffusion stand-in', () => {
   it('loads, then generates the PNG for the prompt', async () => {
-    const d = await diffusion({ loadDelayMs: 150, generationMs: 30 });
+    // A load delay far beyond what a loaded machine needs for three requests: no race with it.
+    const d = await diffusion({ loadDelayMs: 3_000, generationMs: 30 });
     expect((await fetch(`${d.url}/`)).status).toBe(200);
     expect((await fetch(`${d.url}/healthcheck`)).status).toBe(503);
     expect((await infer(d, 'early')).status).toBe(503);
-    await d.waitForLoaded(2000);
+    await d.waitForLoaded(10_000);
     expect((await fetch(`${d.url}/healthcheck`)).status).toBe(200);
 
     const res = await infer(d, 'a red fox');
