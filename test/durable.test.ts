@@ -143,6 +143,28 @@ describe('durable jobs', () => {
     expect(outcome.type).toBe('done');
   });
 
+  it('a deploy during a cold start: the next run waits for the same container, one start program in all', async () => {
+    const env = await setup({ coldStartMs: 1_500 });
+    const first = boot(env);
+    running.push(first.services);
+    const job = first.services.jobs.submit(slack('U1'), 'through a deploy');
+    await eventually(() => first.services.lifecycle.status().containerId !== undefined, 5_000, 'the container to be created');
+    await first.services.jobs.shutdown(0);
+    await stopHard(first.services);
+    running.pop();
+    expect(job.ended).toBe(false);
+
+    const second = boot(env);
+    running.push(second.services);
+    const recovered: Job[] = [];
+    second.services.jobs.onRecovered('slack', (j) => recovered.push(j));
+    second.services.jobs.recover();
+    const outcome = await recovered[0]!.outcome;
+    expect(outcome.type === 'done' && outcome.image.bytes.equals(pngForPrompt('through a deploy'))).toBe(true);
+    expect(fair.startPrograms()).toBe(1);
+    expect(fair.killPrograms()).toEqual([]);
+  });
+
   it('prunes ended jobs older than 7 days and keeps the rest', async () => {
     dir = tempDir();
     fair = await startFairStandin();

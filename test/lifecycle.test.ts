@@ -320,7 +320,12 @@ describe('/gpu kill', () => {
     const states = stateEvents(r.services);
     const jobs = [submit(r.services, 'w1', user('a')), submit(r.services, 'w2', user('b')), submit(r.services, 'w3', user('c'))];
     await started;
-    const result = await gpu({ requester: admin, subcommand: 'kill' }, r.services);
+    // With jobs waiting, the admin is asked first; nothing stops until confirmed.
+    const question = await gpu({ requester: admin, subcommand: 'kill' }, r.services);
+    expect(question.needsConfirmation).toBe(true);
+    expect(question.message).toBe(messages.gpuKillConfirm(2, 1));
+    expect(r.fair.killPrograms()).toHaveLength(0);
+    const result = await gpu({ requester: admin, subcommand: 'kill', confirmed: true }, r.services);
     expect(result.ok).toBe(true);
     expect(result.message).toBe(messages.gpuKilled(3));
     for (const job of jobs) expect(await failureOf(job)).toBe(messages.killedByAdmin);
@@ -341,7 +346,7 @@ describe('/gpu kill', () => {
     const job = submit(r.services, 'interrupted');
     const diffusion = await r.fair.waitForDiffusion();
     await waitForEvent(diffusion.events, 'infer-start', 5_000);
-    const result = await gpu({ requester: admin, subcommand: 'kill' }, r.services);
+    const result = await gpu({ requester: admin, subcommand: 'kill', confirmed: true }, r.services);
     expect(result.message).toBe(messages.gpuKilled(1));
     expect(await failureOf(job)).toBe(messages.killedByAdmin);
     expect(r.fair.killPrograms()).toHaveLength(1);
@@ -360,7 +365,7 @@ describe('/gpu kill', () => {
     const created = waitForEvent(r.fair.events, 'start', 5_000);
     const job = submit(r.services, 'queued on fair');
     await created; // the container exists on the node; the client still polls info
-    await gpu({ requester: admin, subcommand: 'kill' }, r.services);
+    await gpu({ requester: admin, subcommand: 'kill', confirmed: true }, r.services);
     expect(await failureOf(job)).toBe(messages.killedByAdmin);
     await eventually(() => [...r.fair.containers.values()].every((c) => !c.running), 5_000, 'no container left running');
 

@@ -298,6 +298,22 @@ export class GpuLifecycle extends EventEmitter {
       return config.inferenceUrl;
     }
 
+    // A start an earlier run left mid-way (a deploy during a cold start): wait for that
+    // container within its own startup window rather than start a second one.
+    const earlierStart = record?.containerId && record.coldStartMs === undefined ? Date.parse(record.startedAt) : NaN;
+    if (record && Number.isFinite(earlierStart) && earlierStart + config.startupTimeoutMs > Date.now()) {
+      const ownDeadline = Math.min(deadline, earlierStart + config.startupTimeoutMs);
+      this.log.info({ containerId: record.containerId, endpoint: record.endpoint }, 'waiting for the GPU server an earlier run started');
+      try {
+        await this.waitUntilReady(record.endpoint, ownDeadline, signal);
+        store.save({ ...record, coldStartMs: Date.now() - earlierStart });
+        return record.endpoint;
+      } catch (error) {
+        // Only its own window running out sends us on to a fresh start.
+        if (!(error instanceof StartupError && error.kind === 'timeout') || ownDeadline >= deadline) throw error;
+      }
+    }
+
     // A container of ours that no longer answers would hold the host port: stop it first.
     if (record?.containerId) {
       await fair
@@ -332,8 +348,9 @@ export class GpuLifecycle extends EventEmitter {
       });
     } catch (error) {
       if (created !== undefined) {
-        if (signal.aborted) await this.stopAbandoned(node.nodeId, created);
-        else store.clear();
+        // A shutdown keeps the record: the next run waits for this container instead.
+        if (signal.aborted && !isShutdown(signal)) await this.stopAbandoned(node.nodeId, created);
+        else if (!signal.aborted) store.clear();
       }
       if (error instanceof FairApiError && /port is already allocated/i.test(error.serverMessage)) {
         // Someone runs something on our port. If it is a diffusion server, use it.
@@ -356,6 +373,8 @@ export class GpuLifecycle extends EventEmitter {
     try {
       await this.waitUntilReady(endpoint, deadline, signal);
     } catch (error) {
+      // A deploy mid cold start: leave the container starting for the next run to adopt.
+      if (isShutdown(signal)) throw error;
       // Never leave a half-started container behind to hold the port (or the GPU).
       await fair.killContainer(node.nodeId, started.containerId, { pollMs: this.timing.programPollMs }).catch(() => undefined);
       store.clear();
@@ -515,6 +534,10 @@ export function describe(error: unknown): string {
     return error.message;
   }
   return error instanceof Error ? error.message : String(error);
+}
+
+function isShutdown(signal: AbortSignal): boolean {
+  return signal.reason instanceof StartupError && signal.reason.kind === 'shutdown';
 }
 
 export function median(values: number[]): number {
