@@ -95,7 +95,7 @@ export class InferenceClient {
         bodyTimeout: timeout,
         signal: combined,
       });
-      text = await readLimited(res, Math.ceil(MAX_IMAGE_BYTES * 1.4) + 64 * 1024);
+      text = await readLimited(res, MAX_ANSWER_BYTES);
     } catch (error) {
       if (signal?.aborted) throw signal.reason ?? error;
       throw this.classify(error, timeout);
@@ -129,14 +129,23 @@ export class InferenceClient {
   }
 }
 
+/** The base64 of the largest image we take, plus room for the JSON around it. */
+const MAX_ANSWER_BYTES = Math.ceil((MAX_IMAGE_BYTES * 4) / 3) + 64 * 1024;
+const TOO_LARGE = `the GPU server sent an image larger than ${MAX_IMAGE_BYTES / 1024 / 1024} MB`;
+
 async function readLimited(res: Dispatcher.ResponseData, limit: number): Promise<string> {
+  // Refused on its announced length: no point reading 30 MB to say no.
+  if (Number(res.headers['content-length'] ?? 0) > limit) {
+    res.body.destroy();
+    throw new InferenceError('bad-response', TOO_LARGE);
+  }
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of res.body) {
     size += (chunk as Buffer).length;
     if (size > limit) {
       res.body.destroy();
-      throw new InferenceError('bad-response', `the GPU server sent an answer larger than ${Math.round(limit / 1024 / 1024)} MB`);
+      throw new InferenceError('bad-response', TOO_LARGE);
     }
     chunks.push(chunk as Buffer);
   }
