@@ -38,11 +38,16 @@ function errorCode(error: unknown): string | undefined {
 /** Talks to a running diffusion server (SPEC §4). It never starts or stops one. */
 export class InferenceClient {
   private readonly agent: Dispatcher;
+  private readonly inferAgent: Dispatcher;
 
   constructor(private readonly options: { inferTimeoutMs: number; probeTimeoutMs?: number }) {
     // Keep-alive saves a TCP handshake per job; a short keep-alive keeps a dead server's
     // sockets from lingering in the pool.
     this.agent = new Agent({ keepAliveTimeout: 4_000, connections: 16 });
+    // A fresh connection per generation (pipelining 0: no keep-alive). A pooled socket of a
+    // server that just died fails as "reset" (ambiguous: did it run?); a fresh one as
+    // "refused" (it did not), which is safe to retry. One handshake per generation is noise.
+    this.inferAgent = new Agent({ pipelining: 0 });
   }
 
   /**
@@ -76,6 +81,15 @@ export class InferenceClient {
 
   /** One generation. Throws InferenceError with a reason the user can read. */
   async infer(baseUrl: string, prompt: string, signal?: AbortSignal): Promise<GeneratedImage> {
+    return (await this.send(baseUrl, prompt, signal)).read();
+  }
+
+  /**
+   * Sends `POST /infer` and resolves once the server has answered 2xx headers: the
+   * generation is over then, so the caller can free the GPU slot while `read()` takes in
+   * and checks the image. INFER_TIMEOUT_S bounds both together.
+   */
+  async send(baseUrl: string, prompt: string, signal?: AbortSignal): Promise<{ read(): Promise<GeneratedImage> }> {
     const timeout = this.options.inferTimeoutMs;
     // A plain timer, not AbortSignal.timeout() inside AbortSignal.any(): Node 20 may garbage-collect
     // that timeout signal before it fires (nodejs/node#57736). It bounds the whole answer, which a
@@ -83,34 +97,45 @@ export class InferenceClient {
     const timeoutController = new AbortController();
     const timer = setTimeout(() => timeoutController.abort(new DOMException(`no answer within ${timeout} ms`, 'TimeoutError')), timeout);
     const combined = signal ? AbortSignal.any([signal, timeoutController.signal]) : timeoutController.signal;
+    const failed = (error: unknown): never => {
+      clearTimeout(timer);
+      if (signal?.aborted) throw signal.reason ?? error;
+      throw this.classify(error, timeout);
+    };
     let res: Dispatcher.ResponseData;
-    let text: string;
     try {
       res = await request(`${baseUrl}/infer`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', accept: 'application/json' },
         body: JSON.stringify({ prompt: { text: prompt } }),
-        dispatcher: this.agent,
+        dispatcher: this.inferAgent,
         headersTimeout: timeout,
         bodyTimeout: timeout,
         signal: combined,
       });
-      text = await readLimited(res, MAX_ANSWER_BYTES);
     } catch (error) {
-      if (signal?.aborted) throw signal.reason ?? error;
-      throw this.classify(error, timeout);
-    } finally {
-      clearTimeout(timer);
-    }
-    if (res.statusCode === 503) {
-      throw new InferenceError('loading', 'the GPU server is still loading its model (503)');
+      return failed(error);
     }
     if (res.statusCode < 200 || res.statusCode >= 300) {
+      const text = await readLimited(res, 64 * 1024).catch(() => '');
+      clearTimeout(timer);
+      if (res.statusCode === 503) throw new InferenceError('loading', 'the GPU server is still loading its model (503)');
       throw new InferenceError('bad-response', `the GPU server answered HTTP ${res.statusCode}${snippet(text)}`);
     }
-    const answer = parseInferAnswer(text);
-    if ('problem' in answer) throw new InferenceError('bad-response', answer.problem);
-    return answer.image;
+    return {
+      read: async () => {
+        let text: string;
+        try {
+          text = await readLimited(res, MAX_ANSWER_BYTES);
+        } catch (error) {
+          return failed(error);
+        }
+        clearTimeout(timer);
+        const answer = parseInferAnswer(text);
+        if ('problem' in answer) throw new InferenceError('bad-response', answer.problem);
+        return answer.image;
+      },
+    };
   }
 
   private classify(error: unknown, timeoutMs: number): InferenceError {
@@ -125,7 +150,7 @@ export class InferenceClient {
   }
 
   async close(): Promise<void> {
-    await this.agent.close().catch(() => undefined);
+    await Promise.all([this.agent.close(), this.inferAgent.close()]).catch(() => undefined);
   }
 }
 

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import { median, StartupError, type GpuLifecycle } from '../fair/lifecycle.js';
+import { median, StartupError, type GpuLifecycle, type ReadyServer } from '../fair/lifecycle.js';
 import { InferenceError, type InferenceClient } from '../inference/client.js';
 import { sniffImage } from '../inference/image.js';
 import { messages } from '../messages.js';
@@ -47,6 +47,11 @@ export class JobService {
   /** Generated, not yet delivered: shutdown gives their uploads a moment. */
   private readonly delivering = new Set<Job>();
   private readonly jobs = new Map<string, Job>();
+  /**
+   * Ended jobs, for a while, for late button clicks and lookups: what they asked for, not
+   * the Job itself (whose final event holds the image bytes, hundreds of KB each).
+   */
+  private readonly endedJobs = new Map<string, { prompt: string; requester: Requester; state: string }>();
   private readonly recentGenerationsMs: number[] = [];
   private readonly generationTimes: number[] = [];
   private readonly recoveryHandlers = new Map<Platform, (job: Job) => void>();
@@ -129,6 +134,8 @@ export class JobService {
   describeJob(jobId: string): { prompt: string; requester: Requester; state: string } | undefined {
     const job = this.jobs.get(jobId);
     if (job) return { prompt: job.prompt, requester: job.requester, state: job.state };
+    const ended = this.endedJobs.get(jobId);
+    if (ended) return ended;
     const record = this.deps.store?.get(jobId);
     return record && { prompt: record.prompt, requester: record.requester, state: record.state };
   }
@@ -137,7 +144,9 @@ export class JobService {
   updateReply(jobId: string, reply: Record<string, unknown>): void {
     const job = this.jobs.get(jobId);
     if (job) Object.assign(job.reply, reply);
-    this.deps.store?.updateReply(jobId, job?.reply ?? reply);
+    // A job no longer in memory: merge into what DATA_DIR holds rather than replace it.
+    const merged = job?.reply ?? { ...this.deps.store?.get(jobId)?.reply, ...reply };
+    this.deps.store?.updateReply(jobId, merged);
   }
 
   counts(): { waiting: number; running: number } {
@@ -301,41 +310,62 @@ export class JobService {
         const etaMs = this.medianGenerationMs();
         job.emit({ type: 'generating', etaS: etaMs === undefined ? undefined : etaMs / 1000 });
         const began = Date.now();
-        let image: GeneratedImage;
+        let answer: { read(): Promise<GeneratedImage> };
         try {
-          image = await inference.infer(server.endpoint, job.prompt, job.abort.signal);
+          answer = await inference.send(server.endpoint, job.prompt, job.abort.signal);
         } catch (error) {
           if (job.ended || this.suspending) return;
-          const failure = error instanceof InferenceError ? error : new InferenceError('connection-lost', String(error));
-          if (failure.kind === 'unreachable' || failure.kind === 'connection-lost') {
-            lifecycle.markDown(server.epoch, failure.reason);
-          } else if (failure.kind === 'timeout' && (await inference.probe(server.endpoint)) === 'down') {
-            lifecycle.markDown(server.epoch, failure.reason);
-          }
           // Refused means the request never reached a server: run it once more on a fresh one.
-          if (failure.kind === 'unreachable' && !retried) {
+          if ((await this.generationFailed(job, error, server)) === 'unreachable' && !retried) {
             retried = true;
             this.log.warn({ jobId: job.id }, 'GPU server unreachable; retrying the job once');
             continue;
           }
-          this.log.warn({ jobId: job.id, kind: failure.kind, reason: failure.reason }, 'generation failed');
-          this.finishFailed(job, messages.inferenceFailed(failure.reason), 'inference-failed');
+          this.finishFailed(job, messages.inferenceFailed(reasonText(error)), 'inference-failed');
           return;
         }
+        // The server has answered: the generation is over. Returning frees the GPU slot now;
+        // taking in the image, recording it and handing it over happen outside the slot.
         const generationMs = Date.now() - began;
-        this.recordGeneration(generationMs);
         this.running.delete(job);
-        job.state = 'generated';
-        job.generatedAt = Date.now();
         this.delivering.add(job);
-        // Returning frees the GPU slot now; recording and handing over the image happen after.
-        setImmediate(() => this.complete(job, image, generationMs));
+        void this.receive(job, answer, server, generationMs);
         return;
       }
     } finally {
       this.running.delete(job);
       this.activityChanged();
     }
+  }
+
+  /** Marks the server down when the failure says it is; returns the failure's kind. */
+  private async generationFailed(job: Job, error: unknown, server: ReadyServer): Promise<InferenceError['kind']> {
+    const { lifecycle, inference } = this.deps;
+    const failure = error instanceof InferenceError ? error : new InferenceError('connection-lost', String(error));
+    if (failure.kind === 'unreachable' || failure.kind === 'connection-lost') {
+      lifecycle.markDown(server.epoch, failure.reason);
+    } else if (failure.kind === 'timeout' && (await inference.probe(server.endpoint)) === 'down') {
+      lifecycle.markDown(server.epoch, failure.reason);
+    }
+    this.log.warn({ jobId: job.id, kind: failure.kind, reason: failure.reason }, 'generation failed');
+    return failure.kind;
+  }
+
+  private async receive(job: Job, answer: { read(): Promise<GeneratedImage> }, server: ReadyServer, generationMs: number): Promise<void> {
+    let image: GeneratedImage;
+    try {
+      image = await answer.read();
+    } catch (error) {
+      this.delivering.delete(job);
+      if (job.ended || this.suspending) return;
+      await this.generationFailed(job, error, server);
+      this.finishFailed(job, messages.inferenceFailed(reasonText(error)), 'inference-failed');
+      return;
+    }
+    this.recordGeneration(generationMs);
+    job.state = 'generated';
+    job.generatedAt = Date.now();
+    this.complete(job, image, generationMs);
   }
 
   private complete(job: Job, image: GeneratedImage, generationMs: number): void {
@@ -413,15 +443,25 @@ export class JobService {
     };
   }
 
-  /** Ended jobs are kept a little, for late button clicks and lookups. */
+  /**
+   * An ended job leaves memory at once (with its image); what it asked for is kept a
+   * little, for late button clicks and lookups.
+   */
   private forget(job: Job): void {
     this.delivering.delete(job);
-    setTimeout(() => this.jobs.delete(job.id), 10 * 60_000).unref();
+    const id = job.id; // the timer's closure must not hold the job (and its image) for 10 minutes
+    this.jobs.delete(id);
+    this.endedJobs.set(id, { prompt: job.prompt, requester: job.requester, state: job.state });
+    setTimeout(() => this.endedJobs.delete(id), 10 * 60_000).unref();
   }
 }
 
 function sameUser(a: Requester, b: Requester): boolean {
   return a.platform === b.platform && a.userId === b.userId;
+}
+
+function reasonText(error: unknown): string {
+  return error instanceof InferenceError ? error.reason : `the GPU server could not be reached (${String(error)})`;
 }
 
 function reasonOf(error: unknown): FailureReason {
