@@ -102,6 +102,50 @@ export const slackMessages = {
   internalError: 'Something went wrong on the bot side while handling your command (it has been logged). Try again.',
   unknownCommand: (command: string) => `I do not know ${command}. Use /imagine <prompt> or /gpu status|kill.`,
   restarting: 'The bot is restarting. Your job is kept and continues in a moment.',
+
+  // --- buttons (Block Kit) -------------------------------------------------------
+  cancelButton: 'Cancel',
+  rerollButton: 'Re-roll',
+  /** Next to the Re-roll button, under each image: the prompt (plain text, shown literally). */
+  rerollPrompt: (prompt: string) => `Want another take on "${prompt}"? Re-roll makes a new image for whoever clicks.`,
+  /** Notification text of the Re-roll message. */
+  rerollFallback: 'Re-roll: the same prompt, a new image.',
+  killConfirmButton: 'Confirm: stop it',
+  killKeepButton: 'Keep it running',
+  /** A button whose value the bot cannot read (edited or very old message). */
+  buttonUnreadable: 'This button no longer works. Run the command again.',
+
+  // --- /gpu status as Block Kit ----------------------------------------------------
+  statusTitle: (state: string) => `GPU server: ${state}`,
+  statusFieldState: 'State',
+  statusFieldNode: 'Node',
+  statusFieldContainer: 'Container',
+  statusFieldUptime: 'Uptime',
+  statusFieldColdStart: 'Last cold start',
+  statusFieldJobs: 'Jobs',
+  statusFieldGenerations: 'Generations in the last hour',
+  statusFieldMedian: 'Median generation',
+  statusFieldIdle: 'Idle shutdown',
+  statusFieldLastGeneration: 'Last generation',
+  statusNone: '-',
+  statusStateFor: (state: string, duration: string) => `${state} for ${duration}`,
+  statusJobs: (waiting: number, running: number) => `${waiting} waiting, ${running} running`,
+  statusSeconds: (ms: number) => `${(ms / 1000).toFixed(1)} s`,
+  statusIdleIn: (duration: string) => `in ${duration}`,
+  statusIdleOff: 'not scheduled',
+  statusAgo: (duration: string) => `${duration} ago`,
+  statusEndpoint: (endpoint: string) => `Endpoint: ${endpoint}`,
+  statusProgram: (programId: string) => `Program: ${programId}`,
+  statusNextStart: (duration: string) => `Next start attempt in ${duration}`,
+  statusLastError: (error: string) => `Last error: ${error}`,
+  statusNotManaged: 'Not managed: no FAIR_EMAIL/FAIR_PASSWORD, using INFERENCE_URL only.',
+  /** A duration for people: 45 s, 12 min, 3.5 h. */
+  duration(ms: number): string {
+    const s = Math.max(0, Math.round(ms / 1000));
+    if (s < 120) return `${s} s`;
+    if (s < 7200) return `${Math.round(s / 60)} min`;
+    return `${(s / 3600).toFixed(1)} h`;
+  },
 } as const;
 
 // =============================================================================
@@ -132,4 +176,53 @@ export const discordMessages = {
   unsupportedInteraction: 'This bot only answers the /imagine and /gpu commands.',
   internalError: 'Something went wrong while handling that command. It has been logged; try again in a minute.',
   guildOnly: 'Use this command in a server channel: the image is posted in the channel the command came from.',
+
+  // --- buttons (issue 7) ------------------------------------------------------
+  rerollLabel: 'Re-roll',
+  cancelLabel: 'Cancel',
+  killConfirmLabel: 'Stop the GPU server',
+  killKeepLabel: 'Keep it running',
+  /** A click on a button this version does not know (e.g. sent by an older version). */
+  unknownButton: 'This button no longer does anything. Use /imagine or /gpu.',
+
+  // --- /healthz (operators) ----------------------------------------------------
+  gatewayDown: (detail: string) => `Discord gateway not connected (${detail})`,
+
+  // --- /gpu status as an embed --------------------------------------------------
+  status: {
+    title: 'GPU server',
+    notManaged: 'Not managed: no FAIR_EMAIL/FAIR_PASSWORD, so the bot only uses INFERENCE_URL and cannot start or stop a server.',
+    state: 'State',
+    stateValue: (state: string, forText: string) => `${state} for ${forText}`,
+    node: 'Node',
+    nodeValue: (node: string, address?: string) => (address ? `${node} (${address})` : node),
+    container: 'Container',
+    uptime: 'Uptime',
+    coldStart: 'Last cold start',
+    jobs: 'Jobs',
+    jobsValue: (waiting: number, running: number) => `${waiting} waiting, ${running} running`,
+    generations: 'Generations (last hour)',
+    median: 'Median generation time',
+    idle: 'Idle shutdown',
+    idleIn: (inText: string, discordTimestamp: string) => `in ${inText} (${discordTimestamp})`,
+    idleOff: 'off (IDLE_SHUTDOWN_MIN is 0)',
+    idleWhenQueueEmpty: 'after the last job ends',
+    idleNotScheduled: 'not scheduled (not a server this bot started)',
+    endpoint: 'Endpoint',
+    program: 'Program',
+    nextStart: 'Next start attempt',
+    lastError: 'Last error',
+    none: 'none',
+    notRunning: 'not running',
+    noneYet: 'none yet',
+    /** A duration read by people: 45 s, 12 min, 3.5 h. */
+    duration: (ms: number) => {
+      const s = Math.max(0, Math.round(ms / 1000));
+      if (s < 120) return `${s} s`;
+      if (s < 7200) return `${Math.round(s / 60)} min`;
+      return `${(s / 3600).toFixed(1)} h`;
+    },
+    /** A measured time: 4.5 s. */
+    seconds: (ms: number) => `${(ms / 1000).toFixed(1)} s`,
+  },
 } as const;

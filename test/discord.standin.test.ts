@@ -6,15 +6,18 @@ import { once } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   AttachmentBuilder,
+  ButtonStyle,
+  ComponentType,
   DiscordAPIError,
   Events,
   MessageFlags,
   REST,
   Routes,
+  type ButtonInteraction,
   type ChatInputCommandInteraction,
   type Client,
 } from 'discord.js';
-import { startDiscordStandin, type DiscordStandin } from './standins/discord.js';
+import { buttonsOf, startDiscordStandin, type DiscordStandin } from './standins/discord.js';
 import { loginBareClient, nextInteraction } from './helpers/discordClient.js';
 
 let standin: DiscordStandin;
@@ -136,6 +139,74 @@ describe('Discord stand-in with the real discord.js client', () => {
     const post = standin.channelPosts().at(-1)!;
     expect(post.content).toBe(`<@${interaction.user.id}> done`);
     expect(post.mentions.users).toEqual([interaction.user.id]);
+  });
+
+  it('keeps buttons and embeds on messages and dispatches clicks on them as component interactions discord.js parses', async () => {
+    client = await loginBareClient(standin);
+    const alice = '123456789012345678';
+    const { dispatched, interaction } = await command({ name: 'imagine', options: { prompt: 'x' }, userId: alice });
+    const row = { type: ComponentType.ActionRow, components: [{ type: ComponentType.Button, custom_id: 'app:go:1', label: 'Go', style: ButtonStyle.Primary }] };
+    await interaction.reply({ content: 'pick', components: [row as never], embeds: [{ title: 'T', fields: [{ name: 'a', value: 'b' }] }] });
+    const msg = standin.originalMessage(dispatched.id)!;
+    expect(buttonsOf(msg)).toEqual([{ customId: 'app:go:1', label: 'Go', style: 1, disabled: false, url: undefined }]);
+    expect(msg.embeds).toEqual([{ title: 'T', fields: [{ name: 'a', value: 'b' }] }]);
+
+    // A click: type 3 with the message, answered by UPDATE_MESSAGE (7).
+    const arrived = nextInteraction(client);
+    const clickDispatched = standin.dispatchInteraction({ type: 'component', customId: 'app:go:1', messageId: msg.id, userId: '223456789012345678' });
+    const clickInteraction = (await arrived) as ButtonInteraction;
+    expect(clickInteraction.isButton()).toBe(true);
+    expect(clickInteraction.customId).toBe('app:go:1');
+    expect(clickInteraction.message.id).toBe(msg.id);
+    expect(clickInteraction.message.components).toHaveLength(1);
+    expect(clickInteraction.user.id).toBe('223456789012345678');
+    await clickInteraction.update({ content: 'done', components: [] });
+    expect(standin.messages.get(msg.id)!.content).toBe('done');
+    expect(standin.messages.get(msg.id)!.components).toEqual([]);
+    expect(standin.messages.get(msg.id)!.embeds).toHaveLength(1); // not sent: kept
+    expect(standin.originalMessage(clickDispatched.id)!.id).toBe(msg.id);
+
+    // A button that is not (or no longer) on the message cannot be clicked.
+    expect(() => standin.dispatchInteraction({ type: 'component', customId: 'app:go:1', messageId: msg.id })).toThrow(/no component/);
+  });
+
+  it('edits the clicked message through @original after a deferred update (6), and lets only its owner click an ephemeral message', async () => {
+    client = await loginBareClient(standin);
+    const owner = '323456789012345678';
+    const { dispatched, interaction } = await command({ name: 'gpu', subcommand: 'kill', userId: owner });
+    await interaction.deferReply({ flags: MessageFlags.Ephemeral });
+    const row = { type: ComponentType.ActionRow, components: [{ type: ComponentType.Button, custom_id: 'yes', label: 'Yes', style: ButtonStyle.Danger }] };
+    await interaction.editReply({ content: 'sure?', components: [row as never] });
+    const msg = standin.originalMessage(dispatched.id)!;
+    expect(msg.ephemeral).toBe(true);
+    expect(() => standin.dispatchInteraction({ type: 'component', customId: 'yes', messageId: msg.id, userId: '423456789012345678' })).toThrow(/cannot see/);
+
+    const arrived = nextInteraction(client);
+    standin.dispatchInteraction({ type: 'component', customId: 'yes', messageId: msg.id, userId: owner });
+    const clickInteraction = (await arrived) as ButtonInteraction;
+    await clickInteraction.deferUpdate();
+    await clickInteraction.editReply({ content: 'stopped', components: [] });
+    expect(standin.messages.get(msg.id)!.content).toBe('stopped');
+    expect(standin.messages.get(msg.id)!.components).toEqual([]);
+  });
+
+  it('refuses components and embeds Discord would refuse (50035)', async () => {
+    client = await loginBareClient(standin);
+    const { interaction } = await command({ name: 'imagine', options: { prompt: 'x' } });
+    await interaction.deferReply();
+    const button = (id: string) => ({ type: ComponentType.Button, custom_id: id, label: 'x', style: ButtonStyle.Secondary });
+    const bad: unknown[] = [
+      { components: [{ type: ComponentType.ActionRow, components: [button('same'), button('same')] }] },
+      { components: [{ type: ComponentType.ActionRow, components: [button('x'.repeat(101))] }] },
+      { components: [button('not-in-a-row')] },
+      { embeds: [{ fields: [{ name: 'empty value', value: '' }] }] },
+      { embeds: [{ fields: [{ name: 'n', value: 'v'.repeat(1025) }] }] },
+    ];
+    for (const body of bad) {
+      const err = await interaction.editReply(body as never).catch((e: unknown) => e);
+      expect(err, JSON.stringify(body).slice(0, 80)).toBeInstanceOf(DiscordAPIError);
+      expect((err as DiscordAPIError).code).toBe(50035);
+    }
   });
 
   it('checks the bot token on bot routes', async () => {

@@ -3,7 +3,7 @@
  * Discord, Fair and diffusion stand-ins.
  */
 import { startApp, type RunningApp } from '../../src/app.js';
-import { startDiscordStandin, type DiscordStandin, type DiscordStandinOptions, type StandinMessage } from '../standins/discord.js';
+import { buttonsOf, startDiscordStandin, type DiscordStandin, type DiscordStandinOptions, type StandinMessage } from '../standins/discord.js';
 import { freePort, startFairStandin, type FairOptions, type FairStandin } from '../standins/fair.js';
 import { FAIR_EMAIL, FAIR_PASSWORD, FAST_TIMING, fairEnv, LogCapture, tempDir } from './app.js';
 import { recordOutput, registerSecret } from './secret-scan.js';
@@ -12,7 +12,10 @@ import { recordOutput, registerSecret } from './secret-scan.js';
 export function scanDiscord(discord: DiscordStandin): void {
   registerSecret(discord.token);
   for (const c of discord.callbacks) registerSecret(c.token);
-  for (const m of discord.messages.values()) recordOutput(`discord ${m.source} message`, m.content);
+  for (const m of discord.messages.values()) {
+    recordOutput(`discord ${m.source} message`, m.content);
+    if (m.embeds.length) recordOutput(`discord ${m.source} message embeds`, JSON.stringify(m.embeds));
+  }
 }
 
 export interface DiscordRig {
@@ -96,4 +99,63 @@ export function replyReads(rig: DiscordRig, interactionId: string, content: stri
     timeoutMs,
     () => `the reply to ${interactionId} to read "${content}" (it reads "${rig.discord.originalMessage(interactionId)?.content ?? '(no reply)'}")`,
   );
+}
+
+/** The custom ids of a message's buttons, in order. */
+export function buttonIds(message: StandinMessage | undefined): string[] {
+  return buttonsOf(message).map((b) => b.customId ?? '');
+}
+
+/** Waits until the interaction's reply carries a button whose custom id starts with `prefix`; returns the message. */
+export function replyWithButton(rig: DiscordRig, interactionId: string, prefix: string, timeoutMs = 15_000): Promise<StandinMessage> {
+  return rig.discord.waitFor(
+    () => {
+      const m = rig.discord.originalMessage(interactionId);
+      return m && buttonIds(m).some((id) => id.startsWith(prefix)) ? m : undefined;
+    },
+    timeoutMs,
+    () => `a "${prefix}" button on the reply to ${interactionId} (it has: ${buttonIds(rig.discord.originalMessage(interactionId)).join(', ') || 'none'})`,
+  );
+}
+
+/** A user clicks the button with `prefix` on `message` (a real component interaction, type 3). */
+export function click(
+  rig: DiscordRig,
+  message: StandinMessage,
+  prefix: string,
+  user: { userId: string; userName: string; permissions?: string },
+) {
+  const customId = buttonIds(rig.discord.messages.get(message.id)).find((id) => id.startsWith(prefix));
+  if (!customId) throw new Error(`no "${prefix}" button on message ${message.id}`);
+  return { customId, ...rig.discord.dispatchInteraction({ type: 'component', customId, messageId: message.id, ...user }) };
+}
+
+/** GET on the ops server (METRICS_PORT=0 in the env): status and body. */
+export async function ops(rig: DiscordRig, path: '/healthz' | '/metrics'): Promise<{ status: number; text: string }> {
+  const port = rig.app.metricsPort;
+  if (port === undefined) throw new Error('METRICS_PORT is not set for this rig');
+  const res = await fetch(`http://127.0.0.1:${port}${path}`);
+  return { status: res.status, text: await res.text() };
+}
+
+/** Polls /healthz (a real HTTP GET each time) until it answers `status`, within the deadline. */
+export async function healthzAnswers(rig: DiscordRig, status: number, timeoutMs = 10_000): Promise<{ status: number; text: string }> {
+  const deadline = Date.now() + timeoutMs;
+  let last = await ops(rig, '/healthz');
+  while (last.status !== status) {
+    if (Date.now() > deadline) throw new Error(`/healthz still answers ${last.status} ${last.text} after ${timeoutMs} ms (waiting for ${status})`);
+    await new Promise((r) => setTimeout(r, 25));
+    last = await ops(rig, '/healthz');
+  }
+  return last;
+}
+
+/** The bot's PATCHes of one interaction's reply (or of a clicked message, by id), in order, with their text. */
+export function edits(rig: DiscordRig, interactionId: string) {
+  return rig.discord.webhookMessages
+    .filter((w) => w.interactionId === interactionId && w.method === 'PATCH')
+    .map((w) => {
+      const body = (w.body ?? {}) as { content?: string; components?: unknown };
+      return { at: w.at, status: w.status, text: body.content, files: w.files.length, components: body.components };
+    });
 }

@@ -19,13 +19,22 @@
  *   - an attachment over `uploadLimitBytes` (10 MiB) is 413 40005
  *     "Request entity too large";
  *   - bot-auth routes need `Authorization: Bot <token>` (else 401);
- *   - message content over 2000 characters is 400 50035, an empty message 400 50006.
+ *   - message content over 2000 characters is 400 50035, an empty message 400 50006;
+ *   - components (action rows of buttons) and embeds are checked against Discord's
+ *     limits (400 50035), kept on the message and sent back with it; a click
+ *     (component interaction, type 3) can only be dispatched on a button the
+ *     message carries, by a user who can see the message (ephemeral: its owner);
+ *     after a type 6/7 callback, `@original` of the click is the clicked message.
+ *
+ * Every JSON body the bot sends is recorded for the suite-wide secret scan, and
+ * the bot and interaction tokens are registered as secrets.
  */
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { WebSocketServer, WebSocket, type RawData } from 'ws';
+import { recordOutput, registerSecret } from '../helpers/secret-scan.js';
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -86,6 +95,10 @@ export interface StandinMessage {
   source: 'interaction' | 'followup' | 'channel';
   /** Who is actually pinged, after applying allowed_mentions to the content. */
   mentions: Mentions;
+  /** Message components (action rows), as last sent. */
+  components: Record<string, unknown>[];
+  /** Embeds, as last sent. */
+  embeds: Record<string, unknown>[];
   allowedMentions: unknown;
   /** True while it is a deferred "thinking…" placeholder. */
   loading: boolean;
@@ -167,6 +180,12 @@ export interface CommandInteractionInput {
 export interface ComponentInteractionInput {
   type: 'component';
   customId: string;
+  /**
+   * Click a custom_id the message does not carry (e.g. a button an older bot version
+   * sent). Without it, the stand-in refuses to dispatch a click on a button that is
+   * not on the message, or is disabled, as Discord's client would never send one.
+   */
+  unlisted?: boolean;
   /** Component type, default 2 (button). */
   componentType?: number;
   values?: string[];
@@ -352,6 +371,113 @@ export function computeMentions(content: string, allowed: unknown): Mentions {
   };
 }
 
+/** A button as a user sees it under a message. */
+export interface StandinButton {
+  customId?: string;
+  label?: string;
+  style: number;
+  disabled: boolean;
+  url?: string;
+}
+
+/** The buttons of a message, row by row flattened, in order. */
+export function buttonsOf(message: Pick<StandinMessage, 'components'> | undefined): StandinButton[] {
+  if (!message) return [];
+  return message.components.flatMap((row) =>
+    (Array.isArray(row.components) ? (row.components as Record<string, unknown>[]) : [])
+      .filter((c) => c.type === 2)
+      .map((c) => ({
+        customId: typeof c.custom_id === 'string' ? c.custom_id : undefined,
+        label: typeof c.label === 'string' ? c.label : undefined,
+        style: Number(c.style),
+        disabled: c.disabled === true,
+        url: typeof c.url === 'string' ? c.url : undefined,
+      })),
+  );
+}
+
+function formError(path: string, code: string, message: string): DiscordError {
+  return new DiscordError(400, 50035, 'Invalid Form Body', { [path]: { _errors: [{ code, message }] } });
+}
+
+/** Discord's rules for message components (action rows of buttons and select menus). */
+function checkComponents(value: unknown): Record<string, unknown>[] {
+  if (value === undefined || value === null) return [];
+  if (!Array.isArray(value)) throw formError('components', 'LIST_TYPE_CONVERT', 'Must be an array.');
+  if (value.length > 5) throw formError('components', 'BASE_TYPE_MAX_LENGTH', 'Must be 5 or fewer in length.');
+  const ids = new Set<string>();
+  value.forEach((r, i) => {
+    const row = asRecord(r);
+    if (row.type !== 1) throw formError(`components.${i}.type`, 'COMPONENT_TYPE_INVALID', 'Top-level components must be action rows.');
+    const children = row.components;
+    if (!Array.isArray(children) || children.length < 1 || children.length > 5) {
+      throw formError(`components.${i}.components`, 'BASE_TYPE_BAD_LENGTH', 'Must be between 1 and 5 in length.');
+    }
+    children.forEach((c, j) => {
+      const child = asRecord(c);
+      const at = `components.${i}.components.${j}`;
+      if (child.type === 2) {
+        const style = child.style;
+        if (typeof style !== 'number' || style < 1 || style > 6) throw formError(`${at}.style`, 'BASE_TYPE_CHOICES', 'Value must be one of (1, 2, 3, 4, 5, 6).');
+        if (typeof child.label === 'string' && child.label.length > 80) throw formError(`${at}.label`, 'BASE_TYPE_MAX_LENGTH', 'Must be 80 or fewer in length.');
+        if (child.label === undefined && child.emoji === undefined && style !== 6) throw formError(`${at}`, 'BUTTON_COMPONENT_LABEL_OR_EMOJI_REQUIRED', 'A label or an emoji is required.');
+        if (style === 5) {
+          if (typeof child.url !== 'string' || child.custom_id !== undefined) throw formError(`${at}.url`, 'BUTTON_COMPONENT_URL_REQUIRED', 'Link buttons need a url and no custom_id.');
+          return;
+        }
+        if (style === 6) return;
+      } else if (![3, 5, 6, 7, 8].includes(Number(child.type))) {
+        throw formError(`${at}.type`, 'COMPONENT_TYPE_INVALID', 'Action rows hold buttons or select menus.');
+      }
+      const id = child.custom_id;
+      if (typeof id !== 'string' || id.length < 1 || id.length > 100) throw formError(`${at}.custom_id`, 'BASE_TYPE_BAD_LENGTH', 'Must be between 1 and 100 in length.');
+      if (ids.has(id)) throw formError(`${at}.custom_id`, 'COMPONENT_CUSTOM_ID_DUPLICATED', 'Component custom id cannot be duplicated');
+      ids.add(id);
+    });
+  });
+  return value as Record<string, unknown>[];
+}
+
+/** Discord's limits on embeds (sizes, a value for every field, 6000 characters in all). */
+function checkEmbeds(value: unknown): Record<string, unknown>[] {
+  if (value === undefined || value === null) return [];
+  if (!Array.isArray(value)) throw formError('embeds', 'LIST_TYPE_CONVERT', 'Must be an array.');
+  if (value.length > 10) throw formError('embeds', 'BASE_TYPE_MAX_LENGTH', 'Must be 10 or fewer in length.');
+  let total = 0;
+  const text = (v: unknown, at: string, max: number, required = false): void => {
+    if (v === undefined || v === null) {
+      if (required) throw formError(at, 'BASE_TYPE_REQUIRED', 'This field is required');
+      return;
+    }
+    if (typeof v !== 'string') throw formError(at, 'STRING_TYPE_CONVERT', 'Could not interpret as string.');
+    if (required && v.trim().length === 0) throw formError(at, 'BASE_TYPE_REQUIRED', 'This field is required');
+    if (v.length > max) throw formError(at, 'BASE_TYPE_MAX_LENGTH', `Must be ${max} or fewer in length.`);
+    total += v.length;
+  };
+  value.forEach((e, i) => {
+    const embed = asRecord(e);
+    text(embed.title, `embeds.${i}.title`, 256);
+    text(embed.description, `embeds.${i}.description`, 4096);
+    text(asRecord(embed.footer).text, `embeds.${i}.footer.text`, 2048);
+    text(asRecord(embed.author).name, `embeds.${i}.author.name`, 256);
+    if (embed.color !== undefined && (!Number.isInteger(embed.color) || Number(embed.color) < 0 || Number(embed.color) > 0xffffff)) {
+      throw formError(`embeds.${i}.color`, 'NUMBER_TYPE_MAX', 'int value should be less than or equal to 16777215.');
+    }
+    if (embed.timestamp !== undefined && Number.isNaN(Date.parse(String(embed.timestamp)))) {
+      throw formError(`embeds.${i}.timestamp`, 'DATE_TIME_TYPE_PARSE', 'Could not parse the timestamp.');
+    }
+    const fields = embed.fields ?? [];
+    if (!Array.isArray(fields) || fields.length > 25) throw formError(`embeds.${i}.fields`, 'BASE_TYPE_MAX_LENGTH', 'Must be 25 or fewer in length.');
+    fields.forEach((f, j) => {
+      const field = asRecord(f);
+      text(field.name, `embeds.${i}.fields.${j}.name`, 256, true);
+      text(field.value, `embeds.${i}.fields.${j}.value`, 1024, true);
+    });
+  });
+  if (total > 6000) throw formError('embeds', 'MAX_EMBED_SIZE_EXCEEDED', 'Embed size exceeds maximum size of 6000');
+  return value as Record<string, unknown>[];
+}
+
 // ---------------------------------------------------------------------------
 // The stand-in
 
@@ -390,6 +516,7 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
   const tokenLifetimeMs = opts.tokenLifetimeMs ?? 15 * 60_000;
   const uploadLimitBytes = opts.uploadLimitBytes ?? 10 * 1024 * 1024;
   const heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 41_250;
+  registerSecret(token);
 
   const changes = new EventEmitter();
   changes.setMaxListeners(0);
@@ -574,6 +701,11 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
       const parsed = await parseBody(req, raw);
       call.body = parsed.json;
       call.files = parsed.files;
+      if (parsed.json !== undefined) {
+        // The route without the interaction token (it is a secret; the body must not hold it either).
+        const where = url.pathname.replace(/\/(webhooks\/\d+|interactions\/\d+)\/[^/]+/, '/$1/:token');
+        recordOutput(`discord ${method} ${where}`, JSON.stringify(parsed.json));
+      }
       const m = /^\/api\/v10(\/.*)$/.exec(url.pathname);
       if (!m) throw new DiscordError(404, 0, '404: Not Found');
       const route = m[1]!;
@@ -820,7 +952,10 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
     }
     const id = messageId === '@original' ? state.originalMessageId : messageId;
     const msg = id ? messages.get(id) : undefined;
-    if (!msg || msg.deleted || msg.interactionId !== state.id) throw new DiscordError(404, 10008, 'Unknown Message');
+    // A click answered with type 6/7 owns the clicked message as its @original.
+    if (!msg || msg.deleted || (msg.interactionId !== state.id && msg.id !== state.originalMessageId)) {
+      throw new DiscordError(404, 10008, 'Unknown Message');
+    }
     if (method === 'GET') return { status: 200, body: messageJson(msg) };
     if (method === 'DELETE') {
       msg.deleted = true;
@@ -888,8 +1023,10 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
     checkFiles(args.files);
     const mentions = computeMentions(content, body.allowed_mentions);
     const attachments = newAttachments(body, args.files, []);
-    const hasEmbeds = Array.isArray(body.embeds) && body.embeds.length > 0;
-    const hasComponents = Array.isArray(body.components) && body.components.length > 0;
+    const components = checkComponents(body.components);
+    const embeds = checkEmbeds(body.embeds);
+    const hasEmbeds = embeds.length > 0;
+    const hasComponents = components.length > 0;
     if (args.requireContent && !content && !attachments.length && !hasEmbeds && !hasComponents) {
       throw new DiscordError(400, 50006, 'Cannot send an empty message');
     }
@@ -905,6 +1042,8 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
       interactionId: args.interactionId,
       source: args.source,
       mentions,
+      components,
+      embeds,
       allowedMentions: body.allowed_mentions,
       loading: false,
       deleted: false,
@@ -921,8 +1060,15 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
     const content = 'content' in body ? checkContent(body.content) : msg.content;
     const mentions = computeMentions(content, 'allowed_mentions' in body ? body.allowed_mentions : msg.allowedMentions);
     const attachments = newAttachments(body, files, msg.attachments);
+    const components = 'components' in body ? checkComponents(body.components) : msg.components;
+    const embeds = 'embeds' in body ? checkEmbeds(body.embeds) : msg.embeds;
+    if (!content && !attachments.length && !embeds.length && !components.length && !msg.loading) {
+      throw new DiscordError(400, 50006, 'Cannot send an empty message');
+    }
     msg.content = content;
     msg.attachments = attachments;
+    msg.components = components;
+    msg.embeds = embeds;
     msg.mentions = mentions;
     if ('allowed_mentions' in body) msg.allowedMentions = body.allowed_mentions;
     msg.loading = false;
@@ -955,11 +1101,11 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
         proxy_url: `${base}/attachments/${msg.channelId}/${a.id}/${encodeURIComponent(a.filename)}`,
         content_type: a.contentType || undefined,
       })),
-      embeds: [],
+      embeds: msg.embeds,
       reactions: [],
       pinned: false,
       flags: msg.flags,
-      components: [],
+      components: msg.components,
       ...(msg.source !== 'channel' ? { webhook_id: applicationId, application_id: applicationId } : {}),
       ...(interaction && user
         ? {
@@ -1165,7 +1311,21 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
     if (input.type === 'component') {
       type = 3;
       const target = messages.get(input.messageId);
-      if (!target) throw new Error(`stand-in: no message ${input.messageId} to click on`);
+      if (!target || target.deleted) throw new Error(`stand-in: no message ${input.messageId} to click on`);
+      if (!input.unlisted) {
+        const button = buttonsOf(target).find((b) => b.customId === input.customId);
+        if (!button) {
+          const present = buttonsOf(target).map((b) => b.customId ?? b.url).join(', ') || 'none';
+          throw new Error(`stand-in: message ${input.messageId} has no component "${input.customId}" to click (it has: ${present})`);
+        }
+        if (button.disabled) throw new Error(`stand-in: the button "${input.customId}" is disabled`);
+      }
+      if (target.ephemeral) {
+        // Only the user an ephemeral message was sent to sees it (and its buttons).
+        const owner = target.interactionId ? interactions.get(target.interactionId) : undefined;
+        const ownerId = owner ? String(asRecord(asRecord(owner.payload.member).user).id) : undefined;
+        if (ownerId !== userId) throw new Error(`stand-in: user ${userId} cannot see the ephemeral message ${input.messageId}`);
+      }
       message = messageJson(target);
       data = {
         custom_id: input.customId,
@@ -1229,6 +1389,7 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
     };
     interactions.set(id, state);
     interactionsByToken.set(itoken, state);
+    registerSecret(itoken);
     const targets = activeSessions();
     if (!targets.length) throw new Error('stand-in: no gateway session to dispatch the interaction to (is the bot logged in?)');
     // Sessions that are disconnected buffer the event and replay it on RESUME, like Discord.

@@ -4,6 +4,7 @@ import type { FinalEvent, Job } from '../../jobs/job.js';
 import type { Requester } from '../../jobs/types.js';
 import { discordMessages, messages } from '../../messages.js';
 import type { Services } from '../../services.js';
+import { cancelRow, rerollRow } from './components.js';
 import {
   CONTENT_MAX,
   DEFAULT_UPLOAD_LIMIT,
@@ -14,6 +15,7 @@ import {
   postToChannel,
   readReplyData,
   WebhookReply,
+  type ApiErrorReporter,
   type ReplyTiming,
 } from './reply.js';
 
@@ -23,6 +25,7 @@ export interface FollowDeps {
   rest: REST;
   logger: Logger;
   timing: ReplyTiming;
+  report: ApiErrorReporter;
 }
 
 const SUSPENDED = Symbol('suspended');
@@ -73,9 +76,10 @@ export class Followers {
   private async run(job: Job, suspended: Promise<typeof SUSPENDED>): Promise<void> {
     const log = this.deps.logger.child({ jobId: job.id });
     const data = readReplyData(job.reply);
-    const reply = new WebhookReply(this.deps.rest, data, this.deps.timing, log);
+    const reply = new WebhookReply(this.deps.rest, data, this.deps.timing, log, this.deps.report);
+    // While the job waits or runs, its progress message carries a Cancel button.
     const unsubscribe = job.subscribe((event) => {
-      if (event.type !== 'done' && event.type !== 'failed') reply.progress(messages.progress(event));
+      if (event.type !== 'done' && event.type !== 'failed') reply.progress(messages.progress(event), cancelRow(job.id));
     });
     let final: FinalEvent | typeof SUSPENDED;
     try {
@@ -92,13 +96,26 @@ export class Followers {
   }
 }
 
+/**
+ * A prompt as Discord should show it, literally: markdown escaped (bold, italics,
+ * code, spoilers, masked links, backslashes) and mentions defused so they show as
+ * text rather than as a pill: `<@id>`, `<@&id>`, `<#id>` get a backslash (Discord's
+ * own escape), `@everyone` / `@here` a zero-width space. allowed_mentions (parse: [])
+ * already keeps them from pinging anyone; this keeps them from looking like one.
+ */
+export function escapePrompt(prompt: string): string {
+  return escapeMarkdown(prompt, { maskedLink: true })
+    .replace(/<(@[!&]?|#|\/)/g, '\\<$1')
+    .replace(/@(everyone|here)/gi, '@\u200b$1');
+}
+
 /** "prompt" (asked by who), with the prompt shortened if the whole would pass Discord's 2000 characters. */
 export function caption(prompt: string, requester: Requester, wrap: (caption: string) => string = (c) => c): string {
   let chars = [...prompt];
-  let text = wrap(messages.imageCaption(escapeMarkdown(prompt), requester));
+  let text = wrap(messages.imageCaption(escapePrompt(prompt), requester));
   while (text.length > CONTENT_MAX && chars.length > 0) {
     chars = chars.slice(0, Math.max(0, chars.length - Math.max(8, text.length - CONTENT_MAX)));
-    text = wrap(messages.imageCaption(`${escapeMarkdown(chars.join(''))}…`, requester));
+    text = wrap(messages.imageCaption(`${escapePrompt(chars.join(''))}…`, requester));
   }
   return text;
 }
@@ -115,13 +132,17 @@ async function deliver(job: Job, final: FinalEvent, reply: WebhookReply, deps: F
   const channelId = data.channelId ?? job.requester.channelId;
   const mention = userMention(userId);
 
-  const toChannel = async (content: string, file?: Parameters<typeof postToChannel>[2]['file']) => {
+  const toChannel = async (content: string, file?: Parameters<typeof postToChannel>[2]['file'], components?: ReturnType<typeof rerollRow>) => {
     if (!channelId) throw new Error('no channel to post in');
-    await postToChannel(deps.rest, channelId, { content, allowedUserIds: [userId], file });
+    await postToChannel(deps.rest, channelId, { content, allowedUserIds: [userId], file, components });
   };
 
-  /** A text outcome: the reply while it can be edited, else the channel, mentioning the user. */
-  const tell = async (text: string): Promise<boolean> => {
+  /**
+   * A text outcome, without buttons: the reply while it can be edited, else the channel,
+   * mentioning the user. A cancellation is never posted in the channel: the Cancel click
+   * already showed it on the job's message (and the user or an admin asked for it).
+   */
+  const tell = async (text: string, channelFallback = true): Promise<boolean> => {
     if (reply.tokenAlive()) {
       try {
         await reply.editFinal(text);
@@ -130,18 +151,19 @@ async function deliver(job: Job, final: FinalEvent, reply: WebhookReply, deps: F
         // logged by the reply; try the channel
       }
     }
+    if (!channelFallback) return false;
     try {
       await toChannel(discordMessages.lateNotice(mention, text));
       return true;
     } catch (error) {
-      log.error({ ...errorFields(error) }, 'could not tell the user the outcome of their job');
+      log.error({ ...deps.report(error) }, 'could not tell the user the outcome of their job');
       return false;
     }
   };
 
   await reply.settle();
   if (final.type === 'failed') {
-    await tell(final.message);
+    await tell(final.message, final.reason !== 'cancelled');
     return;
   }
 
@@ -163,7 +185,7 @@ async function deliver(job: Job, final: FinalEvent, reply: WebhookReply, deps: F
   if (reply.tokenAlive()) {
     try {
       // The mention shows who asked; allowed_mentions keeps it from pinging anyone.
-      await reply.editFinal(caption(job.prompt, { ...job.requester, userName: mention }), file);
+      await reply.editFinal(caption(job.prompt, { ...job.requester, userName: mention }), file, rerollRow(job.id));
       jobs.delivered(job.id);
       return;
     } catch (error) {
@@ -183,15 +205,17 @@ async function deliver(job: Job, final: FinalEvent, reply: WebhookReply, deps: F
     await toChannel(
       caption(job.prompt, job.requester, (c) => discordMessages.lateImage(mention, c)),
       file,
+      rerollRow(job.id),
     );
     jobs.delivered(job.id);
   } catch (error) {
+    const fields = deps.report(error);
     if (isTooLarge(error)) {
       await refuseTooLarge(undefined);
       return;
     }
     const reason = describeError(error);
-    log.error({ ...errorFields(error) }, 'could not post the image');
+    log.error(fields, 'could not post the image');
     await tell(messages.deliveryFailed(reason));
     jobs.deliveryFailed(job.id, reason);
   }

@@ -5,16 +5,19 @@ import {
   GatewayIntentBits,
   MessageFlags,
   Status,
-  type ChatInputCommandInteraction,
+  type ButtonInteraction,
   type Interaction,
+  type RepliableInteraction,
 } from 'discord.js';
 import { discordMessages, messages } from '../../messages.js';
 import type { Services } from '../../services.js';
+import { buttons } from './buttons/index.js';
 import { commands } from './commands/index.js';
+import { parseCustomId } from './components.js';
 import type { CommandContext } from './context.js';
 import { Followers } from './follow.js';
 import { syncCommands } from './register.js';
-import { errorFields, NO_MENTIONS, type ReplyTiming } from './reply.js';
+import { apiErrorReporter, errorFields, NO_MENTIONS, type ReplyTiming } from './reply.js';
 import { restOptions } from './rest.js';
 
 export { registerCommands } from './register.js';
@@ -36,13 +39,14 @@ export interface DiscordBotOptions {
 export interface DiscordBot {
   client: Client;
   stop(): Promise<void>;
-  /** Connected to the gateway (for /healthz). Deliveries do not need it; new commands do. */
+  /** Connected to the gateway (for /healthz): not ok, with the reason, while it is down. Deliveries do not need it; commands and clicks do. */
   health(): { ok: boolean; reason?: string };
 }
 
 /**
  * Logs in to Discord (REST at DISCORD_API_URL; the gateway is discovered through it),
- * registers the commands if they changed, and serves /imagine and /gpu.
+ * registers the commands if they changed, and serves /imagine and /gpu and the
+ * buttons (Re-roll, Cancel, the /gpu kill confirmation).
  */
 export async function startDiscordBot(services: Services, options: DiscordBotOptions = {}): Promise<DiscordBot> {
   const { config } = services;
@@ -58,8 +62,9 @@ export async function startDiscordBot(services: Services, options: DiscordBotOpt
     rest: restOptions(config.discordApiUrl),
     allowedMentions: NO_MENTIONS,
   });
-  const followers = new Followers({ services, rest: client.rest, logger, timing });
-  const ctx: CommandContext = { services, client, logger, follow: (job) => followers.follow(job) };
+  const report = apiErrorReporter(services.metrics);
+  const followers = new Followers({ services, rest: client.rest, logger, timing, report });
+  const ctx: CommandContext = { services, client, logger, follow: (job) => followers.follow(job), report };
   // After a restart the core hands back the Discord jobs the last run left unfinished.
   services.jobs.onRecovered('discord', (job) => followers.follow(job));
   const inFlight = new Set<Promise<void>>();
@@ -67,10 +72,28 @@ export async function startDiscordBot(services: Services, options: DiscordBotOpt
 
   // Nothing Discord sends or answers may take the process down: log it.
   client.on(Events.Error, (error) => logger.error(errorFields(error), 'discord client error'));
-  client.on(Events.ShardError, (error, shardId) => logger.warn({ ...errorFields(error), shardId }, 'gateway connection error'));
-  client.on(Events.ShardReconnecting, (shardId) => logger.info({ shardId }, 'gateway reconnecting'));
-  client.on(Events.ShardResume, (shardId, replayed) => logger.info({ shardId, replayed }, 'gateway resumed'));
-  client.on(Events.ShardDisconnect, (event, shardId) => logger.error({ code: event.code, shardId }, 'gateway closed for good'));
+  // When the gateway went away, for /healthz (cleared when a shard is ready again).
+  let gatewayLostAt: number | undefined;
+  const lost = () => (gatewayLostAt ??= Date.now());
+  const back = () => (gatewayLostAt = undefined);
+  client.on(Events.ShardError, (error, shardId) => {
+    // Counted with the API errors (code "gateway"): a refused or broken gateway connection.
+    services.metrics.platformError('discord', 'gateway');
+    logger.warn({ ...errorFields(error), shardId }, 'gateway connection error');
+  });
+  client.on(Events.ShardReconnecting, (shardId) => {
+    lost();
+    logger.info({ shardId }, 'gateway reconnecting');
+  });
+  client.on(Events.ShardResume, (shardId, replayed) => {
+    back();
+    logger.info({ shardId, replayed }, 'gateway resumed');
+  });
+  client.on(Events.ShardReady, back);
+  client.on(Events.ShardDisconnect, (event, shardId) => {
+    lost();
+    logger.error({ code: event.code, shardId }, 'gateway closed for good');
+  });
   client.on(Events.Warn, (message) => logger.warn({ message }, 'discord client warning'));
   client.on(Events.Debug, (message) => logger.trace({ message }, 'discord debug'));
   client.rest.on('rateLimited', (info) => logger.debug({ route: info.route, retryAfter: info.retryAfter }, 'rate limited'));
@@ -84,11 +107,15 @@ export async function startDiscordBot(services: Services, options: DiscordBotOpt
   });
 
   async function handle(interaction: Interaction): Promise<void> {
+    if (interaction.isButton()) {
+      await click(interaction);
+      return;
+    }
     if (!interaction.isChatInputCommand()) {
       if (interaction.isRepliable()) {
         await interaction
           .reply({ content: discordMessages.unsupportedInteraction, flags: MessageFlags.Ephemeral, allowedMentions: NO_MENTIONS })
-          .catch((error: unknown) => logger.warn({ ...errorFields(error) }, 'could not answer an interaction'));
+          .catch((error: unknown) => logger.warn({ ...report(error) }, 'could not answer an interaction'));
       }
       return;
     }
@@ -104,18 +131,44 @@ export async function startDiscordBot(services: Services, options: DiscordBotOpt
     try {
       await command.execute(interaction, ctx);
     } catch (error) {
-      logger.error({ ...errorFields(error), interactionId: interaction.id }, 'command failed');
+      logger.error({ ...report(error), interactionId: interaction.id }, 'command failed');
       await answerPrivately(interaction, discordMessages.internalError);
     }
   }
 
-  /** One visible answer whatever state the interaction is in; never throws. */
-  async function answerPrivately(interaction: ChatInputCommandInteraction, content: string): Promise<void> {
+  /** A button: `fairbot:<action>:<argument>` (the job id for Re-roll and Cancel). */
+  async function click(interaction: ButtonInteraction): Promise<void> {
+    const action = parseCustomId(interaction.customId);
+    const button = action && buttons.get(action.action);
+    logger.info(
+      { interactionId: interaction.id, customId: interaction.customId.slice(0, 100), userId: interaction.user.id, channelId: interaction.channelId },
+      'button clicked',
+    );
+    if (!action || !button || stopping) {
+      await answerPrivately(interaction, button ? messages.shuttingDown : discordMessages.unknownButton);
+      return;
+    }
     try {
-      if (interaction.deferred || interaction.replied) await interaction.editReply({ content, allowedMentions: NO_MENTIONS });
-      else await interaction.reply({ content, flags: MessageFlags.Ephemeral, allowedMentions: NO_MENTIONS });
+      await button.execute(interaction, action as never, ctx);
     } catch (error) {
-      logger.warn({ ...errorFields(error), interactionId: interaction.id }, 'could not answer the interaction');
+      logger.error({ ...report(error), interactionId: interaction.id }, 'button failed');
+      await answerPrivately(interaction, discordMessages.internalError);
+    }
+  }
+
+  /**
+   * One visible answer whatever state the interaction is in; never throws. (A click is
+   * deferred as an update only by the /gpu kill question, which the answer then replaces.)
+   */
+  async function answerPrivately(interaction: RepliableInteraction, content: string): Promise<void> {
+    try {
+      if (interaction.deferred || interaction.replied) {
+        await interaction.editReply({ content, components: [], allowedMentions: NO_MENTIONS });
+      } else {
+        await interaction.reply({ content, flags: MessageFlags.Ephemeral, allowedMentions: NO_MENTIONS });
+      }
+    } catch (error) {
+      logger.warn({ ...report(error), interactionId: interaction.id }, 'could not answer the interaction');
     }
   }
 
@@ -144,7 +197,7 @@ export async function startDiscordBot(services: Services, options: DiscordBotOpt
     }
     if (applicationId) {
       await syncCommands(client.rest, { applicationId, guildId: config.discordGuildId }, logger).catch((error: unknown) =>
-        logger.warn({ ...errorFields(error) }, 'could not register the slash commands; run "fairbot register-commands"'),
+        logger.warn({ ...report(error) }, 'could not register the slash commands; run "fairbot register-commands"'),
       );
     }
   }
@@ -153,8 +206,12 @@ export async function startDiscordBot(services: Services, options: DiscordBotOpt
   return {
     client,
     health() {
-      const connected = client.ws.shards.size > 0 && client.ws.shards.every((shard) => shard.status === Status.Ready);
-      return connected ? { ok: true } : { ok: false, reason: 'Discord gateway not connected' };
+      const shards = [...client.ws.shards.values()];
+      const down = shards.filter((shard) => shard.status !== Status.Ready);
+      if (shards.length > 0 && down.length === 0) return { ok: true };
+      const states = down.map((shard) => `shard ${shard.id} ${Status[shard.status] ?? shard.status}`).join(', ') || 'no gateway connection';
+      const since = gatewayLostAt === undefined ? '' : `, for ${Math.round((Date.now() - gatewayLostAt) / 1000)} s`;
+      return { ok: false, reason: discordMessages.gatewayDown(`${stopping ? 'stopping' : states}${since}`) };
     },
     stop() {
       stopped ??= (async () => {

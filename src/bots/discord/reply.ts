@@ -3,13 +3,18 @@ import {
   GuildPremiumTier,
   HTTPError,
   MessageFlags,
+  RateLimitError,
   Routes,
-  type ChatInputCommandInteraction,
+  type APIActionRowComponent,
+  type APIComponentInMessageActionRow,
+  type BaseInteraction,
   type REST,
+  type RepliableInteraction,
 } from 'discord.js';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { discordMessages } from '../../messages.js';
+import type { Metrics } from '../../metrics.js';
 
 /** On every message: prompts and captions never ping anyone. */
 export const NO_MENTIONS = { parse: [] as [] };
@@ -20,7 +25,7 @@ export const CONTENT_MAX = 2000;
 const MiB = 1024 * 1024;
 
 /** The guild's upload limit: Discord sends it in the interaction; else by boost tier (10 / 50 / 100 MiB). */
-export function uploadLimitFor(interaction: ChatInputCommandInteraction): number {
+export function uploadLimitFor(interaction: Pick<BaseInteraction, 'attachmentSizeLimit' | 'guild'>): number {
   const advertised = interaction.attachmentSizeLimit;
   if (typeof advertised === 'number' && advertised > 0) return advertised;
   switch (interaction.guild?.premiumTier) {
@@ -58,6 +63,41 @@ export function errorFields(error: unknown): Record<string, unknown> {
   return { error: String(error) };
 }
 
+/**
+ * The label of a failed Discord API call for the platform-errors metric: Discord's
+ * error code, else the HTTP status, or how the request failed (timeout, unreachable).
+ * Undefined for errors that are not about a call to Discord (a bug of ours).
+ */
+export function apiErrorCode(error: unknown): string | undefined {
+  if (error instanceof DiscordAPIError) return typeof error.code === 'number' && error.code > 0 ? String(error.code) : `http_${error.status}`;
+  if (error instanceof HTTPError) return `http_${error.status}`;
+  if (error instanceof RateLimitError) return 'rate_limited';
+  if (!(error instanceof Error)) return undefined;
+  if (error.name === 'AbortError' || error.name === 'TimeoutError') return 'timeout';
+  // undici: "fetch failed" / socket errors, with the system error (ECONNREFUSED, ...) as the cause.
+  const code = (error as { code?: unknown }).code ?? (error.cause as { code?: unknown } | undefined)?.code;
+  if (typeof code === 'string' && (/^E[A-Z]+$/.test(code) || code.startsWith('UND_ERR'))) return 'unreachable';
+  return undefined;
+}
+
+/**
+ * Called where a Discord API call failed: counts it for /metrics
+ * (fairbot_platform_api_errors_total{platform="discord"}) and returns the log fields.
+ */
+export type ApiErrorReporter = (error: unknown) => Record<string, unknown>;
+
+export function apiErrorReporter(metrics: Pick<Metrics, 'platformError'>): ApiErrorReporter {
+  return (error) => {
+    try {
+      const code = apiErrorCode(error);
+      if (code !== undefined) metrics.platformError('discord', code);
+    } catch {
+      // Counting must never turn a handled failure into a crash.
+    }
+    return errorFields(error);
+  };
+}
+
 /** The reason a user reads after "could not be posted: ". */
 export function describeError(error: unknown): string {
   if (error instanceof DiscordAPIError) {
@@ -81,17 +121,30 @@ export type DeferResult =
   /** No answer from Discord (network, 5xx): carry on, answer through the channel. */
   | 'uncertain';
 
-/** Acknowledges at once ("thinking…"); the 3 s rule. */
-export async function acknowledge(interaction: ChatInputCommandInteraction, ephemeral: boolean, log: Logger): Promise<DeferResult> {
+/**
+ * Acknowledges at once ("thinking…"); the 3 s rule. `update` acknowledges a button
+ * click without a new message (the clicked message is edited afterwards).
+ */
+export async function acknowledge(
+  interaction: RepliableInteraction,
+  mode: 'public' | 'ephemeral' | 'update',
+  log: Logger,
+  report: ApiErrorReporter,
+): Promise<DeferResult> {
   try {
-    await interaction.deferReply(ephemeral ? { flags: MessageFlags.Ephemeral } : {});
+    if (mode === 'update') {
+      if (!interaction.isMessageComponent()) throw new TypeError('only a component interaction can be acknowledged as an update');
+      await interaction.deferUpdate();
+    } else {
+      await interaction.deferReply(mode === 'ephemeral' ? { flags: MessageFlags.Ephemeral } : {});
+    }
     return 'acknowledged';
   } catch (error) {
     if (error instanceof DiscordAPIError && (error.code === 10062 || error.code === 40060)) {
-      log.warn({ ...errorFields(error), ageMs: Date.now() - interaction.createdTimestamp }, 'could not acknowledge the interaction');
+      log.warn({ ...report(error), ageMs: Date.now() - interaction.createdTimestamp }, 'could not acknowledge the interaction');
       return 'lost';
     }
-    log.warn({ ...errorFields(error) }, 'acknowledging the interaction failed; will answer in the channel');
+    log.warn({ ...report(error) }, 'acknowledging the interaction failed; will answer in the channel');
     return 'uncertain';
   }
 }
@@ -142,9 +195,14 @@ export interface UploadFile {
   contentType: string;
 }
 
-function messageBody(content: string, file: UploadFile | undefined, allowedMentions: Record<string, unknown>) {
+/** Message components as sent: action rows of buttons. */
+export type Rows = APIActionRowComponent<APIComponentInMessageActionRow>[];
+
+function messageBody(content: string, file: UploadFile | undefined, allowedMentions: Record<string, unknown>, components?: Rows) {
   const body: Record<string, unknown> = { content: clip(content), allowed_mentions: allowedMentions };
   if (file) body.attachments = [{ id: '0', filename: file.name }];
+  // Absent: the message keeps its buttons; [] removes them.
+  if (components) body.components = components;
   return { body, files: file ? [{ name: file.name, data: file.data, contentType: file.contentType }] : undefined };
 }
 
@@ -161,6 +219,7 @@ export class WebhookReply {
   private lastEditAt = Date.now();
   private lastText: string | undefined;
   private pendingText: string | undefined;
+  private pendingComponents: Rows | undefined;
   private loop: Promise<void> | undefined;
   private readonly settled = new AbortController();
 
@@ -169,6 +228,7 @@ export class WebhookReply {
     private readonly data: DiscordReplyData,
     private readonly timing: ReplyTiming,
     private readonly log: Logger,
+    private readonly report: ApiErrorReporter,
   ) {}
 
   /** Whether the reply can still be edited (with a margin before the token's end). */
@@ -179,10 +239,14 @@ export class WebhookReply {
     return Date.now() - interactionAt < this.timing.tokenLifetimeMs - margin;
   }
 
-  /** Shows a progress text: edits start at least progressIntervalMs apart; only the latest text is sent. */
-  progress(text: string): void {
+  /**
+   * Shows a progress text (with its buttons, e.g. Cancel): edits start at least
+   * progressIntervalMs apart; only the latest text is sent; none once the job has ended.
+   */
+  progress(text: string, components?: Rows): void {
     if (this.finished || !this.tokenAlive()) return;
     this.pendingText = text;
+    this.pendingComponents = components;
     this.loop ??= this.editLoop().finally(() => (this.loop = undefined));
   }
 
@@ -197,12 +261,13 @@ export class WebhookReply {
         }
       }
       const text = this.pendingText;
+      const components = this.pendingComponents;
       this.pendingText = undefined;
       if (text === undefined || text === this.lastText || this.finished || !this.tokenAlive()) continue;
       this.lastText = text;
       this.lastEditAt = Date.now();
       try {
-        await this.patch(text);
+        await this.patch(text, undefined, components);
       } catch (error) {
         this.noteFailure(error, 'progress edit failed');
       }
@@ -227,11 +292,14 @@ export class WebhookReply {
     }
   }
 
-  /** The final edit. Throws what Discord answered; marks the token gone when that is the reason. */
-  async editFinal(content: string, file?: UploadFile): Promise<void> {
+  /**
+   * The final edit, with the message's last buttons (Re-roll under an image, none
+   * after a failure). Throws what Discord answered; marks the token gone when that is the reason.
+   */
+  async editFinal(content: string, file?: UploadFile, components: Rows = []): Promise<void> {
     await this.settle();
     try {
-      await this.patch(content, file);
+      await this.patch(content, file, components);
     } catch (error) {
       this.noteFailure(error, 'final edit failed');
       throw error;
@@ -243,7 +311,8 @@ export class WebhookReply {
     try {
       const message = (await this.rest.get(this.route(), { auth: false })) as { attachments?: unknown[] };
       return (message.attachments?.length ?? 0) > 0;
-    } catch {
+    } catch (error) {
+      this.report(error);
       return false;
     }
   }
@@ -252,14 +321,14 @@ export class WebhookReply {
     return Routes.webhookMessage(this.data.applicationId!, this.data.interactionToken!, '@original');
   }
 
-  private async patch(content: string, file?: UploadFile): Promise<void> {
-    const { body, files } = messageBody(content, file, NO_MENTIONS);
+  private async patch(content: string, file?: UploadFile, components?: Rows): Promise<void> {
+    const { body, files } = messageBody(content, file, NO_MENTIONS, components);
     await this.rest.patch(this.route(), { body, files, auth: false });
   }
 
   private noteFailure(error: unknown, what: string): void {
     if (error instanceof DiscordAPIError && TOKEN_GONE.has(Number(error.code))) this.tokenGone = true;
-    this.log.warn({ ...errorFields(error), ageMs: Date.now() - (this.data.interactionAt ?? Date.now()) }, what);
+    this.log.warn({ ...this.report(error), ageMs: Date.now() - (this.data.interactionAt ?? Date.now()) }, what);
   }
 }
 
@@ -267,8 +336,8 @@ export class WebhookReply {
 export async function postToChannel(
   rest: REST,
   channelId: string,
-  message: { content: string; allowedUserIds: string[]; file?: UploadFile },
+  message: { content: string; allowedUserIds: string[]; file?: UploadFile; components?: Rows },
 ): Promise<void> {
-  const { body, files } = messageBody(message.content, message.file, { parse: [], users: message.allowedUserIds });
+  const { body, files } = messageBody(message.content, message.file, { parse: [], users: message.allowedUserIds }, message.components);
   await rest.post(Routes.channelMessages(channelId), { body, files });
 }
