@@ -1,3 +1,4 @@
+import PQueue from 'p-queue';
 import type { DestinationStream } from 'pino';
 import { canManageServer, ConfigError, loadConfig, type Config, type Env } from './config.js';
 import { FairClient } from './fair/client.js';
@@ -9,6 +10,9 @@ import { JobStore } from './jobs/store.js';
 import { createLogger } from './logger.js';
 import { Metrics, startOpsServer, type Health } from './metrics.js';
 import type { Services } from './services.js';
+
+/** Enough to keep the platforms busy; each upload in flight costs two or three image copies. */
+const UPLOADS_AT_ONCE = 3;
 
 export interface ServiceOptions {
   logDestination?: DestinationStream | NodeJS.WritableStream;
@@ -35,7 +39,8 @@ export function createServices(config: Config, options: ServiceOptions = {}): Se
   });
   const store = options.durable ? new JobStore(config.dataDir) : undefined;
   const jobs = new JobService({ config, logger, lifecycle, inference, store, warmingTickMs: options.timing?.warmingTickMs });
-  return { config, logger, lifecycle, jobs, inference, metrics: new Metrics(lifecycle, jobs) };
+  const uploads = new PQueue({ concurrency: UPLOADS_AT_ONCE });
+  return { config, logger, lifecycle, jobs, inference, metrics: new Metrics(lifecycle, jobs), uploads };
 }
 
 export interface Bot {

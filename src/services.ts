@@ -1,3 +1,4 @@
+import type PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import type { GpuLifecycle } from './fair/lifecycle.js';
@@ -16,4 +17,9 @@ export interface Services {
   jobs: JobService;
   inference: InferenceClient;
   metrics: Metrics;
+  /**
+   * Image uploads to the platforms, a few at a time: an SDK copies an image two or three
+   * times while it uploads it, so twenty 5 MB uploads at once would triple the memory.
+   */
+  uploads: PQueue;
 }

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { messages, slackMessages } from '../src/messages.js';
 import { escapeMrkdwn } from '../src/bots/slack/text.js';
-import { SLACK_ADMIN, startSlackRig, type SlackRig } from './helpers/slack.js';
+import { captionOf, SLACK_ADMIN, startSlackRig, type SlackRig } from './helpers/slack.js';
 import { pngForPrompt } from './standins/png.js';
 
 const rigs: SlackRig[] = [];
@@ -34,8 +34,9 @@ describe('Slack /imagine', () => {
     expect(share!.files[0]!.bytes.equals(pngForPrompt(prompt))).toBe(true);
     expect(share!.files[0]!.filename).toMatch(/\.png$/);
     // Names who asked (a mention) and shows the prompt literally: no ping of the channel or of U0OTHER.
-    expect(share!.initialComment).toBe(`"a red fox &lt;!channel&gt; &amp; &lt;@U0OTHER&gt; in the snow" (asked by <@U0ALICE>)`);
-    expect(share!.initialComment).not.toMatch(/<!channel>|<@U0OTHER>/);
+    const caption = captionOf(share!);
+    expect(caption.text).toBe(`"a red fox <!channel> & <@U0OTHER> in the snow" (asked by @U0ALICE)`);
+    expect(caption.pings).toEqual(['@U0ALICE']);
 
     // The user's status message ends by pointing at the image; every response_url post was within limits.
     await r.slack.waitFor(() => lastText(r, 'U0ALICE') === DONE, 5_000, 'the done status');
@@ -84,10 +85,10 @@ describe('Slack /imagine', () => {
     await r.slack.waitFor(() => r.slack.channelFiles().length === 12, 25_000, '12 images');
     expect(r.fair.startPrograms()).toBe(1);
     for (const p of prompts) {
-      const share = r.slack.channelFiles().find((s) => s.initialComment?.startsWith(`"${p}"`));
+      const share = r.slack.channelFiles().find((s) => captionOf(s).text.startsWith(`"${p}"`));
       expect(share, p).toBeDefined();
       expect(share!.files[0]!.bytes.equals(pngForPrompt(p))).toBe(true);
-      expect(share!.initialComment).toContain(`asked by <@${p.split(' ')[0]}>`);
+      expect(captionOf(share!).text).toContain(`asked by @${p.split(' ')[0]}`);
     }
     // Every user's status messages end with "Done"; no response_url was used beyond its limits.
     await r.slack.waitFor(() => r.slack.responseUrlPosts.filter((x) => x.accepted && x.body.text === DONE).length === 12, 5_000, '12 done statuses');

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { App, LogLevel, SocketModeReceiver, webApi } from '@slack/bolt';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startSlackStandin, type SlackStandin } from './standins/slack.js';
+import { renderSlackMessage, startSlackStandin, type SlackStandin } from './standins/slack.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -121,7 +121,7 @@ describe('Slack stand-in with a bare Bolt app', () => {
     }
     expect(statuses).toEqual([200, 200, 200, 200, 200, 404]);
     expect(slack.responseUrlPosts.at(-1)!.error).toBe('used_url');
-    expect(slack.userView('U1')).toEqual([{ text: 'm4', via: 'response_url', replaced: 4 }]);
+    expect(slack.userView('U1').map(({ text, via, replaced }) => ({ text, via, replaced }))).toEqual([{ text: 'm4', via: 'response_url', replaced: 4 }]);
     const old = slack.newResponseUrl({ userId: 'U2' });
     slack.expireResponseUrl(old);
     const r = await fetch(old, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"text":"late"}' });
@@ -155,5 +155,55 @@ describe('Slack stand-in with a bare Bolt app', () => {
     expect(res.text).toBe('pong over socket hi');
     expect(slack.userView('U9').map((m) => m.text)).toEqual(['pong over socket hi']);
     expect(slack.callsTo('apps.connections.open')[0]!.token).toBe(slack.appToken);
+  });
+
+  it('delivers signed button clicks over HTTP; a click\'s response_url acts on the clicked message', async () => {
+    const slack = await standin();
+    const seen: string[] = [];
+    const { app, url } = await httpApp(slack, (a) => {
+      a.action('go', async ({ ack, body, respond, action }) => {
+        await ack();
+        const b = body as { user: { id: string }; container: { is_ephemeral?: boolean } };
+        seen.push(`${b.user.id}:${(action as { value?: string }).value}:${b.container.is_ephemeral ? 'ephemeral' : 'channel'}`);
+        if (b.container.is_ephemeral) await respond({ replace_original: true, text: 'clicked' });
+        else await respond({ replace_original: false, response_type: 'ephemeral', text: 'just you' });
+      });
+    });
+    const blocks = [{ type: 'actions', elements: [{ type: 'button', action_id: 'go', text: { type: 'plain_text', text: 'Go' }, value: 'v1' }] }];
+    await app.client.chat.postEphemeral({ channel: slack.channelId, user: 'U1', text: 'press', blocks });
+    const mine = slack.userView('U1')[0]!;
+    expect(slack.buttons(mine)).toEqual([{ action_id: 'go', value: 'v1', text: 'Go' }]);
+    const res = await slack.click(url, 'U1', mine, 'go');
+    expect('status' in res && res.status).toBe(200);
+    await slack.waitFor(() => slack.userView('U1')[0]?.text === 'clicked', 5_000, 'the replaced ephemeral');
+    expect(slack.userView('U1')).toHaveLength(1);
+
+    await app.client.chat.postMessage({ channel: slack.channelId, text: 'for all', blocks });
+    const post = slack.posts[0]!;
+    await slack.click(url, 'U2', post, 'go');
+    await slack.waitFor(() => slack.userView('U2')[0]?.text === 'just you', 5_000, 'the private answer');
+    expect(post.text).toBe('for all');
+    expect(seen).toEqual(['U1:v1:ephemeral', 'U2:v1:channel']);
+    // A forged click is refused like a forged command.
+    const forged = await slack.sendBlockAction(url, { user_id: 'U3', action_id: 'go', value: 'x' }, { badSignature: true });
+    expect(forged.status).toBe(401);
+    expect(seen).toHaveLength(2);
+    // A click on a message without that button cannot happen.
+    await expect(slack.click(url, 'U1', slack.userView('U1')[0], 'go')).rejects.toThrow(/no button go/);
+  });
+
+  it('renders messages as Slack shows them: mentions notify, mrkdwn formats, rich and plain text are literal', () => {
+    expect(renderSlackMessage({ text: 'hi <!channel> <@U1> *b* &lt;!here&gt;' })).toEqual({
+      text: 'hi @channel @U1 *b* <!here>',
+      pings: ['@channel', '@U1'],
+      formatted: ['bold:b'],
+    });
+    const rich = renderSlackMessage({
+      blocks: [{ type: 'rich_text', elements: [{ type: 'rich_text_section', elements: [{ type: 'text', text: '<!channel> *b*' }, { type: 'user', user_id: 'U2' }] }] }],
+    });
+    expect(rich).toEqual({ text: '<!channel> *b*@U2', pings: ['@U2'], formatted: [] });
+    const plain = renderSlackMessage({ text: 'fallback <!here>', blocks: [{ type: 'section', text: { type: 'plain_text', text: '<@U3> _i_' } }] });
+    // The fallback text is not shown but still notifies.
+    expect(plain).toEqual({ text: '<@U3> _i_', pings: ['@here'], formatted: [] });
   });
 });

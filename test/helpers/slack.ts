@@ -3,10 +3,22 @@
 // stand-in (which spawns the diffusion stand-in on the host port).
 import { startApp, type RunningApp } from '../../src/app.js';
 import { freePort, startFairStandin, type FairOptions, type FairStandin } from '../standins/fair.js';
-import { startSlackStandin, type SlackStandin, type SlackStandinOptions } from '../standins/slack.js';
+import {
+  renderSlackMessage,
+  startSlackStandin,
+  type FileShare,
+  type RenderedMessage,
+  type SlackStandin,
+  type SlackStandinOptions,
+} from '../standins/slack.js';
 import { FAIR_EMAIL, FAIR_PASSWORD, FAST_TIMING, fairEnv, LogCapture, tempDir } from './app.js';
 
 export const SLACK_ADMIN = 'UADMIN01';
+
+/** The caption of an image as the channel sees it (the file message's blocks, or its comment). */
+export function captionOf(share: FileShare): RenderedMessage {
+  return renderSlackMessage({ text: share.initialComment, blocks: share.blocks });
+}
 
 export interface SlackRig {
   slack: SlackStandin;
@@ -67,4 +79,14 @@ export async function startSlackRig(
     },
   };
   return rig;
+}
+
+/** Channel posts carrying a Re-roll button, oldest first. */
+export function rerollPosts(slack: SlackStandin, channel = slack.channelId) {
+  return slack.posts.filter((p) => p.channel === channel && !p.deleted && slack.buttons(p).some((b) => b.action_id === 'fairbot_reroll'));
+}
+
+/** The last message a user sees (ephemeral). */
+export function lastSeen(slack: SlackStandin, user: string) {
+  return slack.userView(user).at(-1);
 }

@@ -10,15 +10,20 @@
 //  - Socket Mode (GET /link upgraded to a WebSocket): `hello`, envelopes, acks;
 //  - response_url receivers (POST /response/<id>), with Slack's limits (30 minutes,
 //    5 posts) enforced;
-//  - helpers to send SIGNED slash commands to an app over HTTP, or to push them over
-//    Socket Mode, and to see what a user or a channel would see.
+//  - helpers to send SIGNED slash commands and button clicks (block_actions, as a
+//    `payload=<json>` form post) to an app over HTTP, or to push them over Socket Mode
+//    (`slash_commands` / `interactive` envelopes), and to see what a user or a channel
+//    would see (renderSlackMessage: the text Slack shows and who it notifies).
 //
-// Everything is recorded; faults can be injected per method.
+// Everything is recorded; faults can be injected per method. Every body the bot sends
+// is handed to the suite-wide secret scan (recordOutput), and the stand-in's tokens are
+// registered as secrets.
 import { createHmac, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { recordOutput, registerSecret } from '../helpers/secret-scan.js';
 
 // ----------------------------------------------------------------------------
 // Types
@@ -53,8 +58,12 @@ export interface ChannelPost {
   ts: string;
   text?: string;
   blocks?: unknown;
-  /** Set when the message was edited with chat.update. */
+  /** Set when the message was edited with chat.update (or replaced through a response_url). */
   edited?: boolean;
+  /** Set when a response_url (replace_original) replaced it: for everyone in the channel. */
+  replacedViaResponseUrl?: boolean;
+  /** Set when a response_url deleted it (delete_original). */
+  deleted?: boolean;
 }
 
 export interface EphemeralPost {
@@ -76,6 +85,8 @@ export interface SharedFile {
 export interface FileShare {
   channel: string;
   initialComment?: string;
+  /** The `blocks` of the file message (ignored by Slack when initial_comment is set). */
+  blocks?: unknown;
   threadTs?: string;
   files: SharedFile[];
   at: number;
@@ -104,7 +115,11 @@ export interface Ack {
 
 /** A message as the user sees it (ephemeral: only they see it). */
 export interface VisibleMessage {
+  /** The stand-in's id for this message (to click its buttons). */
+  id: string;
   text: string;
+  /** Block Kit of the message, when it has some (buttons live here). */
+  blocks?: unknown;
   /** Where it came from: the command's ack, a response_url post, chat.postEphemeral. */
   via: 'ack' | 'response_url' | 'ephemeral';
   /** How many times it was replaced in place (replace_original). */
@@ -144,6 +159,35 @@ export interface SocketCommandResult {
   payload?: unknown;
   text?: string;
   ackMs: number;
+  responseUrl: string;
+}
+
+/** A button as found in a message's blocks. */
+export interface Button {
+  action_id: string;
+  block_id?: string;
+  value?: string;
+  text: string;
+  style?: string;
+}
+
+/** A click on a button: who, which button, on which message. */
+export interface BlockActionInput {
+  user_id: string;
+  action_id: string;
+  value?: string;
+  /** The message the button is on: one of the user's ephemerals or a channel post. Absent: a bare click. */
+  message?: VisibleMessage | ChannelPost;
+  channel_id?: string;
+  /** Default: a fresh response_url tied to the clicked message, as Slack makes for every click. */
+  response_url?: string;
+}
+
+export interface BlockActionResult {
+  status: number;
+  body: string;
+  ackMs: number;
+  /** The click's response_url. */
   responseUrl: string;
 }
 
@@ -189,6 +233,18 @@ export interface SlackStandin {
   socketConnections: number;
   /** Ephemeral messages a user sees, in order, with replace_original applied. */
   userView(userId: string): VisibleMessage[];
+  /** The buttons in a message (or in raw blocks). */
+  buttons(message: { blocks?: unknown } | undefined): Button[];
+  /** Sends a SIGNED block_actions payload (`payload=<json>`) to the app's events URL, as Slack does for a click. */
+  sendBlockAction(appUrl: string, input: BlockActionInput, opts?: { timestamp?: number; badSignature?: boolean }): Promise<BlockActionResult>;
+  /** The same click as an `interactive` Socket Mode envelope; resolves on the app's ack. */
+  sendSocketBlockAction(input: BlockActionInput, opts?: { ackTimeoutMs?: number }): Promise<{ envelopeId: string; ackMs: number; responseUrl: string }>;
+  /**
+   * Clicks the button `actionId` of `message` as `userId`: over HTTP to `target` (the
+   * app's events URL) or over Socket Mode (`'socket'`). Fails when the message has no
+   * such button, as a user could not click it.
+   */
+  click(target: string, userId: string, message: VisibleMessage | ChannelPost | undefined, actionId: string): Promise<BlockActionResult | { envelopeId: string; ackMs: number; responseUrl: string }>;
   /** Files shared in a channel (default: the default channel). */
   channelFiles(channelId?: string): FileShare[];
   /** Calls of one method. */
@@ -272,11 +328,148 @@ interface ResponseUrlState {
   maxPosts: number;
   posts: number;
   expired: boolean;
+  /**
+   * A click's response_url: replace_original / delete_original act on the clicked
+   * message (for a channel post: for everyone). A command's has none: they act on the
+   * command's own answer.
+   */
+  source?: { kind: 'user'; user: string; messageId: string } | { kind: 'channel'; channel: string; ts: string };
 }
 
 interface UserMessage extends VisibleMessage {
   /** The response_url this message belongs to (replace_original targets it). */
   responseId?: string;
+  channel: string;
+  ts: string;
+}
+
+/** Buttons in Block Kit blocks (actions elements and section accessories). */
+export function buttonsIn(blocks: unknown): Button[] {
+  if (!Array.isArray(blocks)) return [];
+  const out: Button[] = [];
+  const add = (el: unknown, blockId: unknown) => {
+    const e = (el ?? {}) as Record<string, unknown>;
+    if (e.type !== 'button' || typeof e.action_id !== 'string') return;
+    const text = ((e.text ?? {}) as { text?: unknown }).text;
+    out.push({
+      action_id: e.action_id,
+      block_id: typeof blockId === 'string' ? blockId : undefined,
+      value: typeof e.value === 'string' ? e.value : undefined,
+      text: typeof text === 'string' ? text : '',
+      style: typeof e.style === 'string' ? e.style : undefined,
+    });
+  };
+  for (const b of blocks as Array<Record<string, unknown>>) {
+    if (!b || typeof b !== 'object') continue;
+    if (b.type === 'actions' && Array.isArray(b.elements)) for (const el of b.elements) add(el, b.block_id);
+    if (b.type === 'section' && b.accessory) add(b.accessory, b.block_id);
+  }
+  return out;
+}
+
+/** What a message looks like in Slack: the text a reader sees, who it notifies, what is formatted. */
+export interface RenderedMessage {
+  /** The visible text (blocks when there are some, else `text`), markup resolved. */
+  text: string;
+  /** Who gets notified: `@U…` for users, `@channel` / `@here` / `@everyone`, `@subteam^…`. */
+  pings: string[];
+  /** Formatting Slack applies, e.g. `bold:word` (mrkdwn `*word*`, or a rich text style). */
+  formatted: string[];
+}
+
+/**
+ * A model of how Slack renders a message, for asserting what users see: mrkdwn
+ * (`<@U…>`, `<!channel>`, `*bold*`, `&lt;` …), plain_text (literal) and rich_text
+ * (literal text elements, `user` / `broadcast` elements). The fallback `text` of a
+ * message with blocks is not shown but still counts for notifications.
+ */
+export function renderSlackMessage(msg: { text?: string; blocks?: unknown }): RenderedMessage {
+  const pings: string[] = [];
+  const formatted: string[] = [];
+  const mrkdwn = (src: string): string => {
+    const fmt = /(^|[\s(\["'])([*_~`])(?=\S)([^\n]*?\S)\2(?=$|[\s)\].,!?:;"'])/g;
+    for (const m of src.matchAll(fmt)) {
+      const kind = { '*': 'bold', _: 'italic', '~': 'strike', '`': 'code' }[m[2]!]!;
+      formatted.push(`${kind}:${m[3]}`);
+    }
+    const shown = src.replace(/<([^<>]*)>/g, (_all, inner: string) => {
+      const [target, label] = inner.split('|', 2) as [string, string | undefined];
+      if (/^@[UW][A-Z0-9]+$/.test(target)) {
+        pings.push(target);
+        return label ? `@${label}` : target;
+      }
+      const special = /^!(channel|here|everyone|subteam\^[A-Z0-9]+)/.exec(target);
+      if (special) {
+        pings.push(`@${special[1]}`);
+        return label ?? `@${special[1]}`;
+      }
+      if (target.startsWith('#')) return label ? `#${label}` : target;
+      return label ?? target;
+    });
+    return shown.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+  };
+  const textObject = (t: unknown): string => {
+    const o = (t ?? {}) as { type?: unknown; text?: unknown };
+    if (typeof o.text !== 'string') return '';
+    return o.type === 'mrkdwn' ? mrkdwn(o.text) : o.text;
+  };
+  const richElement = (e: Record<string, unknown>): string => {
+    switch (e.type) {
+      case 'text': {
+        const style = (e.style ?? {}) as Record<string, unknown>;
+        for (const k of ['bold', 'italic', 'strike', 'code']) if (style[k]) formatted.push(`${k}:${String(e.text)}`);
+        return typeof e.text === 'string' ? e.text : '';
+      }
+      case 'user':
+        pings.push(`@${String(e.user_id)}`);
+        return `@${String(e.user_id)}`;
+      case 'usergroup':
+        pings.push(`@subteam^${String(e.usergroup_id)}`);
+        return `@subteam^${String(e.usergroup_id)}`;
+      case 'broadcast':
+        pings.push(`@${String(e.range)}`);
+        return `@${String(e.range)}`;
+      case 'channel':
+        return `#${String(e.channel_id)}`;
+      case 'link':
+        return typeof e.text === 'string' ? e.text : String(e.url);
+      case 'emoji':
+        return `:${String(e.name)}:`;
+      default:
+        return Array.isArray(e.elements) ? (e.elements as Array<Record<string, unknown>>).map(richElement).join('') : '';
+    }
+  };
+  const lines: string[] = [];
+  if (Array.isArray(msg.blocks) && msg.blocks.length > 0) {
+    for (const b of msg.blocks as Array<Record<string, unknown>>) {
+      switch (b.type) {
+        case 'section':
+          if (b.text) lines.push(textObject(b.text));
+          if (Array.isArray(b.fields)) lines.push(...b.fields.map(textObject));
+          break;
+        case 'header':
+          lines.push(textObject(b.text));
+          break;
+        case 'context':
+          if (Array.isArray(b.elements)) lines.push(...b.elements.map(textObject).filter(Boolean));
+          break;
+        case 'rich_text':
+          if (Array.isArray(b.elements)) lines.push(...(b.elements as Array<Record<string, unknown>>).map(richElement));
+          break;
+        default:
+          break;
+      }
+    }
+    // The fallback text is not shown, but Slack notifies from it too.
+    if (msg.text) {
+      const seen = formatted.length;
+      mrkdwn(msg.text);
+      formatted.splice(seen);
+    }
+  } else if (msg.text) {
+    lines.push(mrkdwn(msg.text));
+  }
+  return { text: lines.join('\n'), pings: [...new Set(pings)], formatted };
 }
 
 export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise<SlackStandin> {
@@ -291,6 +484,10 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
   const ttlDefault = opts.responseUrlTtlMs ?? 30 * 60_000;
   const maxPostsDefault = opts.responseUrlMaxPosts ?? 5;
   const socketAckTimeout = opts.socketAckTimeoutMs ?? 3000;
+  // None of these may ever appear in a log line or a message the bot sends.
+  registerSecret(botToken);
+  registerSecret(appToken);
+  registerSecret(signingSecret);
 
   const channels = new Map<string, { member: boolean }>([[channelId, { member: true }]]);
   for (const [id, c] of Object.entries(opts.channels ?? {})) channels.set(id, c);
@@ -332,38 +529,70 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
   const apiUrl = `${url}/api/`;
 
   // ---- user view ------------------------------------------------------------
-  function pushUserMessage(user: string, msg: UserMessage) {
+  let messageSeq = 0;
+  function pushUserMessage(user: string, msg: Omit<UserMessage, 'id' | 'ts'>) {
     const list = userMessages.get(user) ?? [];
-    list.push(msg);
+    list.push({ ...msg, id: `m${++messageSeq}`, ts: nextTs() });
     userMessages.set(user, list);
   }
 
-  /** A message body sent as a command's answer (ack body or response_url post). */
+  const truthy = (v: unknown) => v === true || v === 'true';
+
+  /** A message body sent as a command's or a click's answer (ack body or response_url post). */
   function showAnswer(user: string, channel: string, payload: unknown, via: 'ack' | 'response_url', responseId?: string) {
     const body = (typeof payload === 'object' && payload !== null ? payload : {}) as Record<string, unknown>;
     const text = textOf(payload);
-    if (via === 'response_url' && (body.delete_original === true || body.delete_original === 'true')) {
-      const list = userMessages.get(user) ?? [];
-      const i = list.findIndex((m) => m.responseId === responseId);
+    const blocks = body.blocks === undefined ? undefined : parseJsonField(body.blocks);
+    const source = via === 'response_url' && responseId ? responseUrls.get(responseId)?.source : undefined;
+    if (via === 'response_url' && truthy(body.delete_original)) {
+      if (source?.kind === 'channel') {
+        const post = posts.find((p) => p.channel === source.channel && p.ts === source.ts);
+        if (post) post.deleted = true;
+        return;
+      }
+      const list = userMessages.get(source?.user ?? user) ?? [];
+      const i = list.findIndex((m) => (source ? m.id === source.messageId : m.responseId === responseId));
       if (i >= 0) list.splice(i, 1);
       return;
     }
-    if (text === undefined) return;
-    if (body.response_type === 'in_channel') {
-      posts.push({ channel, ts: nextTs(), text, blocks: body.blocks });
+    if (text === undefined && blocks === undefined) return;
+    // A click's response_url replaces the clicked message: a channel post for everyone.
+    if (source && truthy(body.replace_original)) {
+      if (source.kind === 'channel') {
+        const post = posts.find((p) => p.channel === source.channel && p.ts === source.ts);
+        if (post) {
+          post.text = text;
+          post.blocks = blocks;
+          post.edited = true;
+          post.replacedViaResponseUrl = true;
+        }
+        return;
+      }
+      const existing = (userMessages.get(source.user) ?? []).find((m) => m.id === source.messageId);
+      if (existing) {
+        existing.text = text ?? '';
+        existing.blocks = blocks;
+        existing.via = 'response_url';
+        existing.replaced += 1;
+      }
       return;
     }
-    if (via === 'response_url' && (body.replace_original === true || body.replace_original === 'true')) {
+    if (body.response_type === 'in_channel') {
+      posts.push({ channel, ts: nextTs(), text, blocks });
+      return;
+    }
+    if (!source && via === 'response_url' && truthy(body.replace_original)) {
       const list = userMessages.get(user) ?? [];
       const existing = list.find((m) => m.responseId === responseId);
       if (existing) {
-        existing.text = text;
+        existing.text = text ?? '';
+        existing.blocks = blocks;
         existing.via = 'response_url';
         existing.replaced += 1;
         return;
       }
     }
-    pushUserMessage(user, { text, via, replaced: 0, responseId });
+    pushUserMessage(user, { text: text ?? '', blocks, via, replaced: 0, responseId, channel });
   }
 
   // ---- faults ---------------------------------------------------------------
@@ -452,6 +681,10 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
       return;
     }
     const token = tokenOf(req, params);
+    // Everything the bot says to Slack goes through the suite-wide secret scan (the
+    // credential field itself excepted: Slack is where the token belongs).
+    const { token: _credential, ...said } = params;
+    recordOutput(`slack ${method}`, JSON.stringify(said, (_k, v: unknown) => (Buffer.isBuffer(v) ? `<${v.length} bytes>` : v)));
     const call: ApiCall = {
       method,
       params,
@@ -529,8 +762,9 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
         if (err) return reply({ ok: false, error: err });
         if (!user) return reply({ ok: false, error: 'user_not_found' });
         if (!str('text') && !params.blocks) return reply({ ok: false, error: 'no_text' });
-        ephemerals.push({ channel: channel!, user, text: str('text'), blocks: parseJsonField(params.blocks), at: Date.now() });
-        pushUserMessage(user, { text: str('text') ?? '', via: 'ephemeral', replaced: 0 });
+        const blocks = params.blocks === undefined ? undefined : parseJsonField(params.blocks);
+        ephemerals.push({ channel: channel!, user, text: str('text'), blocks, at: Date.now() });
+        pushUserMessage(user, { text: str('text') ?? '', blocks, via: 'ephemeral', replaced: 0, channel: channel! });
         return reply({ ok: true, message_ts: nextTs() });
       }
       case 'files.getUploadURLExternal': {
@@ -558,7 +792,14 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
           shared.push({ id: f.id!, title: f.title, filename: pending.filename, bytes });
         }
         if (channel !== undefined) {
-          fileShares.push({ channel, initialComment: str('initial_comment'), threadTs: str('thread_ts'), files: shared, at: Date.now() });
+          fileShares.push({
+            channel,
+            initialComment: str('initial_comment'),
+            blocks: params.blocks === undefined ? undefined : parseJsonField(params.blocks),
+            threadTs: str('thread_ts'),
+            files: shared,
+            at: Date.now(),
+          });
         }
         return reply({ ok: true, files: shared.map((f) => ({ id: f.id, title: f.title, name: f.filename, size: f.bytes.length })) });
       }
@@ -624,6 +865,7 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     } catch {
       body = { raw: raw.toString('utf8') };
     }
+    recordOutput('slack response_url', raw.toString('utf8'));
     const post: ResponseUrlPost = { id, url: `${url}/response/${id}`, body, accepted: false, status: 0, at: Date.now() };
     responseUrlPosts.push(post);
     const calls0: ApiCall = { method: 'response_url', params: body, contentType: String(req.headers['content-type'] ?? ''), at: post.at, status: 0, response: undefined };
@@ -735,7 +977,9 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     });
   }
 
-  function newResponseUrl(o: { userId?: string; channelId?: string; ttlMs?: number; maxPosts?: number } = {}): string {
+  function newResponseUrl(
+    o: { userId?: string; channelId?: string; ttlMs?: number; maxPosts?: number; source?: ResponseUrlState['source'] } = {},
+  ): string {
     const id = randomBytes(8).toString('hex');
     const u = `${url}/response/${id}`;
     responseUrls.set(id, {
@@ -748,6 +992,7 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
       maxPosts: o.maxPosts ?? maxPostsDefault,
       posts: 0,
       expired: false,
+      source: o.source,
     });
     return u;
   }
@@ -803,6 +1048,7 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     });
     const text = await res.text();
     const ackMs = performance.now() - started;
+    recordOutput('slack command ack', text);
     let json: unknown;
     try {
       json = text ? JSON.parse(text) : undefined;
@@ -824,26 +1070,140 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     await waitFor(() => sockets.size > 0, timeoutMs, 'a Socket Mode connection');
   }
 
-  async function sendSocketCommand(fields: SlashCommandFields, o: { ackTimeoutMs?: number } = {}): Promise<SocketCommandResult> {
+  /** Sends one Socket Mode envelope and waits (with a deadline) for the app's ack. */
+  async function sendEnvelope(
+    type: string,
+    payload: unknown,
+    acceptsResponsePayload: boolean,
+    ackTimeoutMs = socketAckTimeout,
+  ): Promise<{ envelopeId: string; payload: unknown; ackMs: number }> {
     await waitForSocket();
     const ws = [...sockets][0]!;
-    const form = commandFields(fields);
     const envelopeId = `${randomBytes(4).toString('hex')}-${randomBytes(2).toString('hex')}-${randomBytes(6).toString('hex')}`;
     const started = performance.now();
-    const ackTimeout = o.ackTimeoutMs ?? socketAckTimeout;
-    const payload = await new Promise<unknown>((resolve, reject) => {
+    const acked = await new Promise<unknown>((resolve, reject) => {
       const timer = setTimeout(() => {
         ackWaiters.delete(envelopeId);
-        reject(new Error(`slack stand-in: no ack for envelope ${envelopeId} within ${ackTimeout} ms`));
-      }, ackTimeout);
+        reject(new Error(`slack stand-in: no ack for envelope ${envelopeId} within ${ackTimeoutMs} ms`));
+      }, ackTimeoutMs);
       ackWaiters.set(envelopeId, (p) => {
         clearTimeout(timer);
         ackWaiters.delete(envelopeId);
         resolve(p);
       });
-      ws.send(JSON.stringify({ envelope_id: envelopeId, type: 'slash_commands', payload: form, accepts_response_payload: true }));
+      ws.send(JSON.stringify({ envelope_id: envelopeId, type, payload, accepts_response_payload: acceptsResponsePayload }));
     });
-    const ackMs = performance.now() - started;
+    return { envelopeId, payload: acked, ackMs: performance.now() - started };
+  }
+
+  // ---- button clicks (block_actions) ----------------------------------------------
+  const isChannelPost = (m: VisibleMessage | ChannelPost): m is ChannelPost => 'ts' in m && !('via' in m);
+
+  function blockActionPayload(i: BlockActionInput): { payload: Record<string, unknown>; responseUrl: string } {
+    const m = i.message;
+    let channel = i.channel_id ?? channelId;
+    let container: Record<string, unknown> = { type: 'message', channel_id: channel, is_ephemeral: false };
+    let message: Record<string, unknown> | undefined;
+    let source: ResponseUrlState['source'];
+    if (m && isChannelPost(m)) {
+      channel = m.channel;
+      container = { type: 'message', message_ts: m.ts, channel_id: channel, is_ephemeral: false };
+      // Slack sends the clicked message along, except for ephemeral ones.
+      message = { type: 'message', ts: m.ts, text: m.text, blocks: m.blocks, user: botUserId, bot_id: botId };
+      source = { kind: 'channel', channel, ts: m.ts };
+    } else if (m) {
+      const owner = [...userMessages.entries()].find(([, list]) => list.some((x) => x.id === m.id));
+      const stored = owner?.[1].find((x) => x.id === m.id);
+      if (stored) {
+        channel = stored.channel;
+        container = { type: 'message', message_ts: stored.ts, channel_id: channel, is_ephemeral: true };
+        source = { kind: 'user', user: owner![0], messageId: stored.id };
+      }
+    }
+    const button = buttonsIn(m?.blocks).find((b) => b.action_id === i.action_id);
+    const responseUrl = i.response_url ?? newResponseUrl({ userId: i.user_id, channelId: channel, source });
+    const payload: Record<string, unknown> = {
+      type: 'block_actions',
+      user: { id: i.user_id, username: i.user_id.toLowerCase(), name: i.user_id.toLowerCase(), team_id: teamId },
+      api_app_id: appId,
+      token: 'deprecated-verification-token',
+      container,
+      trigger_id: `${Date.now()}.${randomBytes(4).toString('hex')}`,
+      team: { id: teamId, domain: 'standin' },
+      enterprise: null,
+      is_enterprise_install: false,
+      channel: { id: channel, name: 'general' },
+      ...(message ? { message } : {}),
+      state: { values: {} },
+      response_url: responseUrl,
+      actions: [
+        {
+          type: 'button',
+          action_id: i.action_id,
+          block_id: button?.block_id ?? randomBytes(3).toString('hex'),
+          text: { type: 'plain_text', text: button?.text ?? i.action_id, emoji: true },
+          value: i.value ?? button?.value,
+          ...(button?.style ? { style: button.style } : {}),
+          action_ts: `${Date.now() / 1000}`,
+        },
+      ],
+    };
+    return { payload, responseUrl };
+  }
+
+  async function sendBlockAction(
+    appUrl: string,
+    input: BlockActionInput,
+    o: { timestamp?: number; badSignature?: boolean } = {},
+  ): Promise<BlockActionResult> {
+    const target = new URL(appUrl);
+    if (target.pathname === '/' || target.pathname === '') target.pathname = '/slack/events';
+    const { payload, responseUrl } = blockActionPayload(input);
+    const body = new URLSearchParams({ payload: JSON.stringify(payload) }).toString();
+    const timestamp = o.timestamp ?? Math.floor(Date.now() / 1000);
+    const signature = o.badSignature ? sign(body, timestamp, `${signingSecret}-wrong`) : sign(body, timestamp);
+    const started = performance.now();
+    const res = await fetch(target, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        'x-slack-request-timestamp': String(timestamp),
+        'x-slack-signature': signature,
+        'user-agent': 'Slackbot 1.0 (+https://api.slack.com/robots)',
+      },
+      body,
+    });
+    const text = await res.text();
+    recordOutput('slack action ack', text);
+    changed();
+    return { status: res.status, body: text, ackMs: performance.now() - started, responseUrl };
+  }
+
+  async function sendSocketBlockAction(
+    input: BlockActionInput,
+    o: { ackTimeoutMs?: number } = {},
+  ): Promise<{ envelopeId: string; ackMs: number; responseUrl: string }> {
+    const { payload, responseUrl } = blockActionPayload(input);
+    const sent = await sendEnvelope('interactive', payload, false, o.ackTimeoutMs);
+    recordOutput('slack socket ack', JSON.stringify(sent.payload ?? null));
+    changed();
+    return { envelopeId: sent.envelopeId, ackMs: sent.ackMs, responseUrl };
+  }
+
+  async function click(target: string, userId: string, message: VisibleMessage | ChannelPost | undefined, actionId: string) {
+    const button = buttonsIn(message?.blocks).find((b) => b.action_id === actionId);
+    if (!message || !button) {
+      throw new Error(`slack stand-in: no button ${actionId} to click in ${JSON.stringify(message?.blocks ?? message?.text ?? null)}`);
+    }
+    const input: BlockActionInput = { user_id: userId, action_id: actionId, value: button.value, message };
+    return target === 'socket' ? sendSocketBlockAction(input) : sendBlockAction(target, input);
+  }
+
+  async function sendSocketCommand(fields: SlashCommandFields, o: { ackTimeoutMs?: number } = {}): Promise<SocketCommandResult> {
+    const form = commandFields(fields);
+    const sent = await sendEnvelope('slash_commands', form, true, o.ackTimeoutMs);
+    const { envelopeId, payload, ackMs } = sent;
+    recordOutput('slack socket ack', JSON.stringify(payload ?? null));
     const shown = payload && typeof payload === 'object' && Object.keys(payload).length === 0 ? undefined : payload;
     acks.push({ via: 'socket', user: form.user_id!, channel: form.channel_id!, command: form.command!, payload: shown, at: Date.now() });
     if (shown !== undefined) showAnswer(form.user_id!, form.channel_id!, shown, 'ack', idOf(form.response_url!));
@@ -871,7 +1231,12 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     get socketConnections() {
       return socketConnections;
     },
-    userView: (userId) => (userMessages.get(userId) ?? []).map(({ text, via, replaced }) => ({ text, via, replaced })),
+    userView: (userId) =>
+      (userMessages.get(userId) ?? []).map(({ id, text, blocks, via, replaced }) => ({ id, text, via, replaced, ...(blocks === undefined ? {} : { blocks }) })),
+    buttons: (message) => buttonsIn(message?.blocks),
+    sendBlockAction,
+    sendSocketBlockAction,
+    click,
     channelFiles: (ch = channelId) => fileShares.filter((s) => s.channel === ch),
     callsTo: (method) => calls.filter((c) => c.method === method),
     addChannel: (id, o) => void channels.set(id, o),

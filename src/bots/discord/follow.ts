@@ -92,7 +92,9 @@ export class Followers {
       await reply.note(discordMessages.restarting);
       return;
     }
-    await deliver(job, final, reply, this.deps, log);
+    // Images go up a few at a time (services.uploads): each upload copies its image.
+    if (final.type === 'done') await this.deps.services.uploads.add(() => deliver(job, final, reply, this.deps, log));
+    else await deliver(job, final, reply, this.deps, log);
   }
 }
 

@@ -1,26 +1,42 @@
 import type { webApi } from '@slack/bolt';
+import type { Logger } from 'pino';
 import type { Job } from '../../jobs/job.js';
 import type { GeneratedImage } from '../../jobs/types.js';
-import { messages } from '../../messages.js';
+import { slackMessages } from '../../messages.js';
+import { captionBlocks, rerollBlocks, withBlocks } from './blocks.js';
 import { describeSlackError, type SlackFailure } from './errors.js';
-import { escapeMrkdwn, mention, truncate } from './text.js';
+import type { SlackErrorReporter } from './reply.js';
+import { truncate } from './text.js';
 
 /**
  * Posts the image in the channel the command came from, as the exact bytes the
- * diffusion server returned: files.uploadV2 = getUploadURLExternal → upload →
- * completeUploadExternal, with a comment naming who asked and the prompt.
+ * diffusion server returned (files.uploadV2 = getUploadURLExternal → upload →
+ * completeUploadExternal), then the Re-roll button under it.
+ *
+ * The caption (the prompt and who asked) is the file message's `blocks`: a rich_text
+ * block, whose text elements Slack shows literally, so a prompt can neither mention
+ * anyone nor inject formatting. (completeUploadExternal documents `blocks` as rich text
+ * and ignores it when `initial_comment` is set, so there is no initial_comment.)
+ *
+ * The Re-roll button is a message of its own (chat.postMessage): completeUploadExternal
+ * documents rich text blocks only, not interactive ones, and shares the file without
+ * returning the message's ts, so the button can neither ride along nor be threaded to
+ * it. The button message repeats the prompt (plain text) so it reads on its own, even if
+ * Slack shows it a moment before the file message.
  */
 export async function postImage(
   client: webApi.WebClient,
   job: Job,
   image: GeneratedImage,
-): Promise<{ ok: true } | { ok: false; failure: SlackFailure }> {
+  opts: {
+    log: Logger;
+    report: SlackErrorReporter;
+    /** Called the moment the file is shared: delivery is recorded before anything else is sent. */
+    onUploaded: () => void;
+  },
+): Promise<{ ok: true; rerollPosted: boolean } | { ok: false; failure: SlackFailure }> {
   const channelId = job.requester.channelId;
   if (!channelId) return { ok: false, failure: { code: 'no_channel', reason: 'the command did not say which channel it came from' } };
-  const caption = messages.imageCaption(escapeMrkdwn(job.prompt), {
-    ...job.requester,
-    userName: mention(job.requester.userId, job.requester.userName),
-  });
   try {
     await client.files.uploadV2({
       channel_id: channelId,
@@ -29,10 +45,31 @@ export async function postImage(
       // Titles and alt text are plain text, not mrkdwn: no escaping.
       title: truncate(job.prompt, 200),
       alt_text: truncate(job.prompt, 1000),
-      initial_comment: caption,
+      ...withBlocks(captionBlocks(job.prompt, job.requester)),
     });
-    return { ok: true };
   } catch (error) {
-    return { ok: false, failure: describeSlackError(error) };
+    const failure = describeSlackError(error);
+    opts.report(failure.code);
+    return { ok: false, failure };
+  }
+  // Recorded now, so the crash window that could post this image twice is the upload alone.
+  opts.onUploaded();
+  try {
+    await client.chat.postMessage({
+      channel: channelId,
+      // Notification text: no prompt (it is shown in the blocks, as plain text).
+      text: slackMessages.rerollFallback,
+      ...withBlocks(rerollBlocks(job.id, job.prompt)),
+      unfurl_links: false,
+      unfurl_media: false,
+    });
+    return { ok: true, rerollPosted: true };
+  } catch (error) {
+    // The image is there; only the button is missing. Not worth failing the job over.
+    const failure = describeSlackError(error);
+    opts.report(failure.code);
+    opts.log.warn({ jobId: job.id, channelId, code: failure.code }, 'could not post the Re-roll button');
+    return { ok: true, rerollPosted: false };
   }
 }
+

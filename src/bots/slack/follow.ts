@@ -4,8 +4,9 @@ import type { FinalEvent, Job } from '../../jobs/job.js';
 import type { JobEvent } from '../../jobs/types.js';
 import { messages, slackMessages } from '../../messages.js';
 import type { Services } from '../../services.js';
+import { progressBlocks } from './blocks.js';
 import { postImage } from './deliver.js';
-import { readReplyData, UserReplies, type Inflight } from './reply.js';
+import { readReplyData, UserReplies, type Inflight, type SlackErrorReporter } from './reply.js';
 
 export interface ProgressTiming {
   /** At most one update per this long (the final message is never held back). */
@@ -27,6 +28,8 @@ export interface FollowDeps {
   client: webApi.WebClient;
   log: Logger;
   inflight: Inflight;
+  /** Counts Slack API errors (services.metrics.platformError). */
+  report: SlackErrorReporter;
   timing?: ProgressTiming;
 }
 
@@ -54,6 +57,15 @@ export class SlackFollowers {
     this.active.set(job.id, follower);
     void follower.finished.finally(() => this.active.delete(job.id));
     follower.start();
+  }
+
+  /**
+   * The job's owner clicked a button on their status message: its outcome goes through
+   * that click's response_url, replacing exactly the clicked message (its buttons go).
+   * False when the job is not followed here or has already ended.
+   */
+  adoptInteraction(jobId: string, responseUrl: string, receivedAt: number): boolean {
+    return this.active.get(jobId)?.adoptInteraction(responseUrl, receivedAt) ?? false;
   }
 
   /**
@@ -110,10 +122,12 @@ class JobFollower {
         receivedAt: data.responseUrlAt ?? 0,
         responseUrlPosts: data.responseUrlPosts ?? 0,
         onResponseUrlUse: (used) => this.remember({ responseUrlPosts: used }),
+        replaces: data.responseUrlReplaces,
       },
       deps.client,
       deps.log,
       deps.inflight,
+      deps.report,
     );
     // A recovered job has shown nothing in this run: its first event goes out at once.
     this.lastKind = acked?.kind;
@@ -130,6 +144,12 @@ class JobFollower {
     const unsubscribe = this.job.subscribe((event) => this.onEvent(event));
     if (this.ended) unsubscribe();
     else this.unsubscribe = unsubscribe;
+  }
+
+  adoptInteraction(responseUrl: string, receivedAt: number): boolean {
+    if (this.ended || this.suspended) return false;
+    this.replies.useResponseUrl(responseUrl, receivedAt);
+    return true;
   }
 
   /** The adapter stops with the job unfinished: it stays recorded for the next start. */
@@ -189,6 +209,9 @@ class JobFollower {
     const event = this.pending;
     this.pending = undefined;
     if (!event || this.ended || this.suspended) return;
+    // Status messages that cannot be edited in place (a Re-roll's, see SlackReplyData):
+    // the first one and the outcome only, not a new message per tick or phase.
+    if (!this.replies.replaces && this.lastKind !== undefined) return;
     const text = messages.progress(event);
     if (text === this.lastText) return;
     const phaseChange = event.type !== this.lastKind;
@@ -196,7 +219,8 @@ class JobFollower {
     // Keep one post for the outcome; a tick also leaves one for a later change of phase.
     const viaResponseUrl = this.replies.responseUrl.tryReserve(phaseChange ? 1 : 2);
     if (!viaResponseUrl && !phaseChange) return; // a tick with no budget left: not worth a new message
-    void this.replies.say(text, { responseUrl: viaResponseUrl, replace: true, ephemeral: phaseChange });
+    // While the job waits or runs, its status carries a Cancel button (gone with the outcome).
+    void this.replies.say(text, { responseUrl: viaResponseUrl, replace: true, ephemeral: phaseChange, blocks: progressBlocks(text, this.job.id) });
     this.sameKindPosts = phaseChange ? 0 : this.sameKindPosts + 1;
     this.lastKind = event.type;
     this.lastText = text;
@@ -213,9 +237,13 @@ class JobFollower {
       log.info({ jobId: job.id, reason: event.reason, shownVia: where }, 'job failure reported to the user');
       return;
     }
-    const posted = await this.deps.inflight.track(postImage(client, job, event.image));
+    // Images go up a few at a time (services.uploads): the SDK copies each image it uploads.
+    const posted = await this.deps.inflight.track(
+      services.uploads.add(() =>
+        postImage(client, job, event.image, { log, report: this.deps.report, onUploaded: () => services.jobs.delivered(job.id) }),
+      ),
+    );
     if (posted.ok) {
-      services.jobs.delivered(job.id);
       // The image is the outcome; the status message just says where it went.
       if (this.replies.responseUrl.tryReserve(0)) {
         await this.replies.say(messages.progress(event), { responseUrl: true, replace: true, ephemeral: false });

@@ -96,14 +96,17 @@ export async function startSlackBot(services: Services): Promise<SlackBot> {
   });
 
   const inflight = new Inflight();
-  const followers = new SlackFollowers({ services, client: app.client, log, inflight });
-  const ctx: SlackContext = { services, log, client: app.client, inflight, followers, gpuAckBudgetMs: 2_000 };
+  const report = (code: string) => services.metrics.platformError('slack', code);
+  const followers = new SlackFollowers({ services, client: app.client, log, inflight, report });
+  const ctx: SlackContext = { services, log, client: app.client, inflight, followers, gpuAckBudgetMs: 2_000, report };
   registerListeners(app, ctx);
 
   try {
     await app.init(); // auth.test: a wrong token stops the start here, with the reason
   } catch (error) {
-    throw new Error(`Slack refused SLACK_BOT_TOKEN (auth.test: ${describeSlackError(error).code})`);
+    const { code } = describeSlackError(error);
+    report(code);
+    throw new Error(`Slack refused SLACK_BOT_TOKEN (auth.test: ${code})`);
   }
 
   let port: number | undefined;
@@ -117,7 +120,9 @@ export async function startSlackBot(services: Services): Promise<SlackBot> {
     try {
       await app.start();
     } catch (error) {
-      throw new Error(`Slack Socket Mode could not connect (apps.connections.open: ${describeSlackError(error).code}); check SLACK_APP_TOKEN`);
+      const { code } = describeSlackError(error);
+      report(code);
+      throw new Error(`Slack Socket Mode could not connect (apps.connections.open: ${code}); check SLACK_APP_TOKEN`);
     }
     connected = true;
     log.info('Slack adapter connected (Socket Mode)');

@@ -1,4 +1,4 @@
-import type { webApi } from '@slack/bolt';
+import type { types, webApi } from '@slack/bolt';
 import type { Logger } from 'pino';
 import { describeSlackError } from './errors.js';
 import { escapeMrkdwn } from './text.js';
@@ -50,7 +50,7 @@ export class ResponseUrl {
   }
 
   /** Posts a message on a reserved slot. False when Slack refused it (the URL is then given up). */
-  async post(body: Record<string, unknown>): Promise<{ ok: boolean; detail?: string }> {
+  async post(body: Record<string, unknown>): Promise<{ ok: boolean; detail?: string; code?: string }> {
     if (!this.url || this.dead) return { ok: false, detail: 'no response_url' };
     if (Date.now() - this.createdAt >= this.limits.ttlMs) return { ok: false, detail: 'response_url expired' };
     try {
@@ -64,9 +64,9 @@ export class ResponseUrl {
       if (res.ok) return { ok: true };
       // 404 expired_url / used_url and the like: this URL is done.
       if (res.status !== 429 && res.status < 500) this.dead = true;
-      return { ok: false, detail: `HTTP ${res.status} ${text.slice(0, 60)}`.trim() };
+      return { ok: false, detail: `HTTP ${res.status} ${text.slice(0, 60)}`.trim(), code: `response_url_http_${res.status}` };
     } catch (error) {
-      return { ok: false, detail: error instanceof Error ? error.message : String(error) };
+      return { ok: false, detail: error instanceof Error ? error.message : String(error), code: 'response_url_request_error' };
     }
   }
 }
@@ -80,6 +80,12 @@ export interface SlackReplyData {
   responseUrlAt?: number;
   /** response_url posts used so far (Slack allows 5). */
   responseUrlPosts?: number;
+  /**
+   * False when the response_url came from a click on a message in the channel (Re-roll):
+   * replace_original would then overwrite that public message, so every post is a new
+   * ephemeral message instead. True (the default) for a slash command's response_url.
+   */
+  responseUrlReplaces?: boolean;
 }
 
 export function readReplyData(raw: Record<string, unknown>): SlackReplyData {
@@ -88,6 +94,7 @@ export function readReplyData(raw: Record<string, unknown>): SlackReplyData {
     responseUrl: typeof raw.responseUrl === 'string' && /^https?:\/\//.test(raw.responseUrl) ? raw.responseUrl : undefined,
     responseUrlAt: num(raw.responseUrlAt),
     responseUrlPosts: num(raw.responseUrlPosts),
+    responseUrlReplaces: raw.responseUrlReplaces !== false,
   };
 }
 
@@ -100,7 +107,12 @@ export interface ReplyTarget {
   responseUrlPosts?: number;
   /** Records the response_url posts used, as they are reserved. */
   onResponseUrlUse?: (used: number) => void;
+  /** See SlackReplyData.responseUrlReplaces (default true). */
+  replaces?: boolean;
 }
+
+/** Counts an error a Slack API answered (services.metrics.platformError). */
+export type SlackErrorReporter = (code: string) => void;
 
 /** Work the adapter must let finish (or time out) before it stops. */
 export class Inflight {
@@ -135,6 +147,8 @@ export interface SayOptions {
   ephemeral: boolean;
   /** The last word of a command: if nothing reaches the user, say so in the log. */
   final?: boolean;
+  /** Block Kit for the message (buttons); `text` stays the notification fallback. None: a text-only message. */
+  blocks?: unknown[];
 }
 
 /**
@@ -142,7 +156,9 @@ export interface SayOptions {
  * it lasts, chat.postEphemeral otherwise. Messages go out one at a time, in order.
  */
 export class UserReplies {
-  readonly responseUrl: ResponseUrl;
+  responseUrl: ResponseUrl;
+  /** Whether replace_original may be used on the response_url (see SlackReplyData). */
+  replaces: boolean;
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -150,14 +166,28 @@ export class UserReplies {
     private readonly client: webApi.WebClient,
     private readonly log: Logger,
     private readonly inflight: Inflight,
+    private readonly report: SlackErrorReporter = () => undefined,
   ) {
     this.responseUrl = new ResponseUrl(target.responseUrl, target.receivedAt, target.responseUrlPosts, target.onResponseUrlUse);
+    this.replaces = target.replaces ?? true;
+  }
+
+  /**
+   * From now on, answer through this response_url (a click on the user's own status
+   * message: replace_original then edits exactly that message).
+   */
+  useResponseUrl(url: string, receivedAt: number): void {
+    this.responseUrl = new ResponseUrl(url, receivedAt);
+    this.replaces = true;
   }
 
   /** Queues a message (plain text: escaped here). Resolves with where it went. */
   say(text: string, opts: SayOptions): Promise<Delivered> {
+    // The response_url the slot was reserved on (useResponseUrl may switch it meanwhile).
+    const responseUrl = this.responseUrl;
+    const replaces = this.replaces;
     const next = this.chain
-      .then(() => this.send(escapeMrkdwn(text), opts))
+      .then(() => this.send(escapeMrkdwn(text), opts, responseUrl, replaces))
       .catch((error: unknown): Delivered => {
         this.log.error({ userId: this.target.userId, err: error }, 'sending a message to the user failed');
         return 'none';
@@ -166,21 +196,29 @@ export class UserReplies {
     return this.inflight.track(next);
   }
 
-  private async send(text: string, opts: SayOptions): Promise<Delivered> {
+  private async send(text: string, opts: SayOptions, responseUrl: ResponseUrl, replaces: boolean): Promise<Delivered> {
     const { userId, channelId } = this.target;
     let why = 'no response_url slot left';
+    const blocks = opts.blocks ? { blocks: opts.blocks as types.KnownBlock[] } : {};
     if (opts.responseUrl) {
-      const res = await this.responseUrl.post({ response_type: 'ephemeral', replace_original: opts.replace ?? false, text });
+      const res = await responseUrl.post({
+        response_type: 'ephemeral',
+        replace_original: (opts.replace ?? false) && replaces,
+        text,
+        ...blocks,
+      });
       if (res.ok) return 'response_url';
+      if (res.code) this.report(res.code);
       why = `response_url refused: ${res.detail}`;
       this.log.info({ userId, detail: res.detail }, 'response_url post refused');
     }
     if (opts.ephemeral) {
       try {
-        await this.client.chat.postEphemeral({ channel: channelId, user: userId, text });
+        await this.client.chat.postEphemeral({ channel: channelId, user: userId, text, ...blocks });
         return 'ephemeral';
       } catch (error) {
         const failure = describeSlackError(error);
+        this.report(failure.code);
         why = `${why}; chat.postEphemeral failed: ${failure.code}`;
       }
     }

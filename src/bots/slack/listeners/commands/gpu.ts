@@ -1,11 +1,22 @@
 import type { AllMiddlewareArgs, SlackCommandMiddlewareArgs } from '@slack/bolt';
 import { gpu, type GpuResult } from '../../../../commands/gpu.js';
 import { slackMessages } from '../../../../messages.js';
+import { killConfirmBlocks, statusBlocks, withBlocks, type Block } from '../../blocks.js';
 import { commandFields, type SlackContext } from '../../context.js';
 import { UserReplies } from '../../reply.js';
 import { escapeMrkdwn } from '../../text.js';
 
 type Args = SlackCommandMiddlewareArgs & AllMiddlewareArgs;
+
+/**
+ * How a /gpu answer looks in Slack: `/gpu status` as Block Kit (the plain text is the
+ * fallback), `/gpu kill` with jobs waiting as a question with Confirm / Keep buttons.
+ */
+export function gpuAnswerBlocks(result: GpuResult, subcommand: string): Block[] | undefined {
+  if (result.needsConfirmation) return killConfirmBlocks(result.message);
+  if (result.ok && result.status && subcommand.trim().toLowerCase() === 'status') return statusBlocks(result.status);
+  return undefined;
+}
 
 /**
  * /gpu status | kill (admins, checked by the core). The answer is the ack when it is
@@ -38,7 +49,7 @@ export function gpuCommand(ctx: SlackContext) {
     ]);
     clearTimeout(timer);
     if (quick) {
-      await ack({ response_type: 'ephemeral', text: escapeMrkdwn(quick.message) });
+      await ack({ response_type: 'ephemeral', text: escapeMrkdwn(quick.message), ...withBlocks(gpuAnswerBlocks(quick, fields.text)) });
       return;
     }
     await ack({ response_type: 'ephemeral', text: escapeMrkdwn(slackMessages.gpuWorking) });
@@ -47,8 +58,15 @@ export function gpuCommand(ctx: SlackContext) {
       ctx.client,
       ctx.log,
       ctx.inflight,
+      ctx.report,
     );
     const final = await result;
-    await replies.say(final.message, { responseUrl: replies.responseUrl.tryReserve(0), replace: true, ephemeral: true, final: true });
+    await replies.say(final.message, {
+      responseUrl: replies.responseUrl.tryReserve(0),
+      replace: true,
+      ephemeral: true,
+      final: true,
+      blocks: gpuAnswerBlocks(final, fields.text),
+    });
   };
 }

@@ -1,6 +1,7 @@
 import type { AllMiddlewareArgs, SlackCommandMiddlewareArgs } from '@slack/bolt';
 import { imagine } from '../../../../commands/imagine.js';
 import { messages, slackMessages } from '../../../../messages.js';
+import { progressBlocks, withBlocks } from '../../blocks.js';
 import { commandFields, type SlackContext } from '../../context.js';
 import { escapeMrkdwn } from '../../text.js';
 
@@ -44,7 +45,8 @@ export function imagineCommand(ctx: SlackContext) {
     const text = messages.progress(first);
     ctx.log.info({ jobId: job.id, userId: fields.userId, channelId: fields.channelId }, '/imagine accepted');
     try {
-      await ack({ response_type: 'ephemeral', text: escapeMrkdwn(text) });
+      // The status, with a Cancel button while the job waits or runs.
+      await ack({ response_type: 'ephemeral', text: escapeMrkdwn(text), ...withBlocks(job.ended ? undefined : progressBlocks(text, job.id)) });
     } finally {
       // Even if the ack could not be written, the job runs: its outcome still needs telling.
       ctx.followers.follow(job, { kind: first.type, text, at: Date.now() });
