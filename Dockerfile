@@ -31,7 +31,13 @@ COPY --from=build /app/dist ./dist
 RUN mkdir -p /data && chown node:node /data
 VOLUME ["/data"]
 USER node
+# /metrics and /healthz (METRICS_PORT): on by default in the image, for the HEALTHCHECK below.
+ENV METRICS_PORT=9464
 # Slack HTTP mode listens on SLACK_PORT (default 3000); Discord and Socket Mode need no inbound port.
-EXPOSE 3000
+EXPOSE 3000 9464
+# Healthy while the bot is connected to its chat platforms (/healthz answers 503 with the reason when not).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD node -e "const p=process.env.METRICS_PORT;if(!p)process.exit(0);fetch('http://127.0.0.1:'+p+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+
 # `npm start` is `node dist/main.js`: no build at run time.
 CMD ["npm", "start"]
