@@ -144,7 +144,8 @@ describe('durable jobs', () => {
   });
 
   it('a deploy during a cold start: the next run waits for the same container, one start program in all', async () => {
-    const env = await setup({ coldStartMs: 1_500 });
+    // Like Docker: the container's port accepts (and resets) while the app inside starts.
+    const env = await setup({ coldStartMs: 1_500, dockerProxy: true });
     const first = boot(env);
     running.push(first.services);
     const job = first.services.jobs.submit(slack('U1'), 'through a deploy');

@@ -35,6 +35,8 @@ export interface LifecycleTiming {
   /** Waits between retries of a control-plane call that failed for a passing reason. */
   fairRetryMs: number[];
   programPollMs: number;
+  /** How long the port of a container an earlier run started may refuse before we give up on it. */
+  earlierRefusedMs: number;
 }
 
 const DEFAULT_TIMING: LifecycleTiming = {
@@ -42,6 +44,7 @@ const DEFAULT_TIMING: LifecycleTiming = {
   backoffMs: [5_000, 10_000, 20_000, 40_000, 60_000],
   fairRetryMs: [500, 1_000, 2_000, 4_000, 8_000],
   programPollMs: 200,
+  earlierRefusedMs: 30_000,
 };
 
 export interface LifecycleStatus {
@@ -304,14 +307,14 @@ export class GpuLifecycle extends EventEmitter {
     if (record && Number.isFinite(earlierStart) && earlierStart + config.startupTimeoutMs > Date.now()) {
       const ownDeadline = Math.min(deadline, earlierStart + config.startupTimeoutMs);
       this.log.info({ containerId: record.containerId, endpoint: record.endpoint }, 'waiting for the GPU server an earlier run started');
-      try {
-        await this.waitUntilReady(record.endpoint, ownDeadline, signal);
+      if (await this.waitForEarlier(record.endpoint, ownDeadline, signal)) {
         store.save({ ...record, coldStartMs: Date.now() - earlierStart });
         return record.endpoint;
-      } catch (error) {
-        // Only its own window running out sends us on to a fresh start.
-        if (!(error instanceof StartupError && error.kind === 'timeout') || ownDeadline >= deadline) throw error;
       }
+      if (Date.now() >= deadline) {
+        throw new StartupError('timeout', messages.startupTimeout(config.startupTimeoutMs / 1000));
+      }
+      this.log.warn({ containerId: record.containerId }, 'the GPU server an earlier run started is not coming up; starting a fresh one');
     }
 
     // A container of ours that no longer answers would hold the host port: stop it first.
@@ -333,6 +336,8 @@ export class GpuLifecycle extends EventEmitter {
     let started: { programId: string; containerId: string };
     let created: string | undefined;
     const startedAt = new Date().toISOString();
+    // Past the deadline (or killed) while picking the node: send no start program at all.
+    signal.throwIfAborted();
     try {
       this.startProgramsSent++;
       this.log.info({ node: node.nodeId, image: spec.image }, 'starting the GPU server on Fair');
@@ -433,11 +438,15 @@ export class GpuLifecycle extends EventEmitter {
 
   /** Retries control-plane calls that failed for a passing reason (network, 5xx) until the deadline. */
   private async retrying<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
+    let lastError: FairApiError | undefined;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await fn();
+        // A control plane that is slow rather than down must not hold the jobs past
+        // STARTUP_TIMEOUT_S either: the call is given up (its answer ignored) at the deadline.
+        return await this.untilAborted(fn, signal, lastError);
       } catch (error) {
         if (!(error instanceof FairApiError) || !error.transient) throw error;
+        lastError = error;
         const wait = this.timing.fairRetryMs[Math.min(attempt, this.timing.fairRetryMs.length - 1)] ?? 1_000;
         this.log.warn({ reason: error.message, retryInMs: wait }, 'Fair call failed; retrying');
         signal.throwIfAborted();
@@ -449,6 +458,51 @@ export class GpuLifecycle extends EventEmitter {
           throw signal.reason;
         });
       }
+    }
+  }
+
+  /**
+   * Settles as `fn()` does, or rejects when `signal` aborts first. A passed deadline is put
+   * in words: the last error Fair gave in this retry loop, else that it did not answer.
+   */
+  private untilAborted<T>(fn: () => Promise<T>, signal: AbortSignal, lastError?: FairApiError): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => {
+        if ((signal.reason as { name?: string } | undefined)?.name !== 'TimeoutError') return reject(signal.reason);
+        const timeoutS = Math.round(this.deps.config.startupTimeoutMs / 1000);
+        const reason = lastError ? describe(lastError) : `the Fair control plane did not answer within ${timeoutS} s (STARTUP_TIMEOUT_S)`;
+        reject(new StartupError('failed', messages.startupFailed(reason)));
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      fn().then(
+        (value) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(value);
+        },
+        (error: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  /**
+   * Waits for a container an earlier run started. Docker's proxy accepts (and resets) on a
+   * started container's port even before the app listens, so a port refused for a while
+   * means the container is gone: give up on it then, not at the end of the whole window.
+   */
+  private async waitForEarlier(endpoint: string, until: number, signal: AbortSignal): Promise<boolean> {
+    let refusedSince: number | undefined;
+    for (;;) {
+      signal.throwIfAborted();
+      const { readiness, refused } = await this.deps.inference.probeDetail(endpoint);
+      if (readiness === 'ready') return true;
+      const now = Date.now();
+      refusedSince = refused ? (refusedSince ?? now) : undefined;
+      if (now >= until || (refusedSince !== undefined && now - refusedSince >= this.timing.earlierRefusedMs)) return false;
+      await delay(this.timing.probeIntervalMs, signal);
     }
   }
 

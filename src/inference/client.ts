@@ -1,5 +1,5 @@
 import { Agent, request, type Dispatcher } from 'undici';
-import { parseInferAnswer, MAX_IMAGE_BYTES } from './image.js';
+import { parseInferAnswerBytes, MAX_IMAGE_BYTES } from './image.js';
 import type { GeneratedImage } from '../jobs/types.js';
 
 export type Readiness = 'ready' | 'loading' | 'down';
@@ -55,15 +55,22 @@ export class InferenceClient {
    * Refused, reset or no answer in time: down ("not yet" during a start).
    */
   async probe(baseUrl: string): Promise<Readiness> {
+    return (await this.probeDetail(baseUrl)).readiness;
+  }
+
+  /** The probe, also telling whether nothing listens at all (refused) from other kinds of down. */
+  async probeDetail(baseUrl: string): Promise<{ readiness: Readiness; refused: boolean }> {
     const timeout = this.options.probeTimeoutMs ?? 1_000;
     try {
       const health = await this.get(`${baseUrl}/healthcheck`, timeout);
-      if (health === 200) return 'ready';
+      if (health === 200) return { readiness: 'ready', refused: false };
       // 404: an older server without /healthcheck, whose `GET /` answers once it is up.
-      if (health === 404) return (await this.get(`${baseUrl}/`, timeout)) === 200 ? 'ready' : 'loading';
-      return 'loading';
-    } catch {
-      return 'down';
+      if (health === 404) {
+        return { readiness: (await this.get(`${baseUrl}/`, timeout)) === 200 ? 'ready' : 'loading', refused: false };
+      }
+      return { readiness: 'loading', refused: false };
+    } catch (error) {
+      return { readiness: 'down', refused: errorCode(error) === 'ECONNREFUSED' };
     }
   }
 
@@ -124,14 +131,14 @@ export class InferenceClient {
     }
     return {
       read: async () => {
-        let text: string;
+        let body: Buffer;
         try {
-          text = await readLimited(res, MAX_ANSWER_BYTES);
+          body = await readLimitedBytes(res, MAX_ANSWER_BYTES);
         } catch (error) {
           return failed(error);
         }
         clearTimeout(timer);
-        const answer = parseInferAnswer(text);
+        const answer = parseInferAnswerBytes(body);
         if ('problem' in answer) throw new InferenceError('bad-response', answer.problem);
         return answer.image;
       },
@@ -159,6 +166,10 @@ const MAX_ANSWER_BYTES = Math.ceil((MAX_IMAGE_BYTES * 4) / 3) + 64 * 1024;
 const TOO_LARGE = `the GPU server sent an image larger than ${MAX_IMAGE_BYTES / 1024 / 1024} MB`;
 
 async function readLimited(res: Dispatcher.ResponseData, limit: number): Promise<string> {
+  return (await readLimitedBytes(res, limit)).toString('utf8');
+}
+
+async function readLimitedBytes(res: Dispatcher.ResponseData, limit: number): Promise<Buffer> {
   // Refused on its announced length: no point reading 30 MB to say no.
   if (Number(res.headers['content-length'] ?? 0) > limit) {
     res.body.destroy();
@@ -174,7 +185,7 @@ async function readLimited(res: Dispatcher.ResponseData, limit: number): Promise
     }
     chunks.push(chunk as Buffer);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
 }
 
 function snippet(text: string): string {

@@ -18,6 +18,7 @@ export const FAST_TIMING: NonNullable<ServiceOptions['timing']> = {
   backoffMs: [100, 200, 400],
   fairRetryMs: [20, 40, 80],
   programPollMs: 10,
+  earlierRefusedMs: 300,
   warmingTickMs: 50,
 };
 
