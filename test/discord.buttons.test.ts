@@ -330,7 +330,8 @@ describe('Discord /gpu status and kill', () => {
   });
 
   it('checks the admin again on Confirm (ADMIN_IDS changed since the question)', async () => {
-    rig = await startDiscordRig({ fair: { coldStartMs: 3_000 }, env: ADMINS });
+    // dockerProxy: like Docker, the starting container's port resets (not refuses), so the restarted bot waits for it.
+    rig = await startDiscordRig({ fair: { coldStartMs: 3_000, dockerProxy: true }, env: ADMINS });
     const job = imagine(rig, 'survives a demoted admin');
     await callbackOf(rig, job.id);
     const ask = rig.discord.dispatchInteraction({ name: 'gpu', subcommand: 'kill', ...admin });

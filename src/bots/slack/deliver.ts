@@ -24,6 +24,9 @@ import { truncate } from './text.js';
  * it. The button message repeats the prompt (plain text) so it reads on its own, even if
  * Slack shows it a moment before the file message.
  */
+/** How long an upload keeps trying through Slack's rate limits before the user is told. */
+const RATE_LIMIT_PATIENCE_MS = 3 * 60_000;
+
 export async function postImage(
   client: webApi.WebClient,
   job: Job,
@@ -37,20 +40,29 @@ export async function postImage(
 ): Promise<{ ok: true; rerollPosted: boolean } | { ok: false; failure: SlackFailure }> {
   const channelId = job.requester.channelId;
   if (!channelId) return { ok: false, failure: { code: 'no_channel', reason: 'the command did not say which channel it came from' } };
-  try {
-    await client.files.uploadV2({
-      channel_id: channelId,
-      file: image.bytes,
-      filename: `fairbot-${job.id}.${image.extension}`,
-      // Titles and alt text are plain text, not mrkdwn: no escaping.
-      title: truncate(job.prompt, 200),
-      alt_text: truncate(job.prompt, 1000),
-      ...withBlocks(captionBlocks(job.prompt, job.requester)),
-    });
-  } catch (error) {
-    const failure = describeSlackError(error);
-    opts.report(failure.code);
-    return { ok: false, failure };
+  // Rate limits are waited out: the WebClient retries a few 429s itself; past those, the
+  // whole upload is tried again, patiently, rather than the image dropped.
+  const patienceUntil = Date.now() + RATE_LIMIT_PATIENCE_MS;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await client.files.uploadV2({
+        channel_id: channelId,
+        file: image.bytes,
+        filename: `fairbot-${job.id}.${image.extension}`,
+        // Titles and alt text are plain text, not mrkdwn: no escaping.
+        title: truncate(job.prompt, 200),
+        alt_text: truncate(job.prompt, 1000),
+        ...withBlocks(captionBlocks(job.prompt, job.requester)),
+      });
+      break;
+    } catch (error) {
+      const failure = describeSlackError(error);
+      opts.report(failure.code);
+      const waitMs = Math.min(30_000, 1_000 * 2 ** attempt);
+      if (failure.code !== 'ratelimited' || Date.now() + waitMs > patienceUntil) return { ok: false, failure };
+      opts.log.warn({ jobId: job.id, waitMs }, 'Slack rate-limited the upload; trying again');
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+    }
   }
   // Recorded now, so the crash window that could post this image twice is the upload alone.
   opts.onUploaded();

@@ -26,8 +26,14 @@ export function describeSlackError(error: unknown): SlackFailure {
     }
     case 'slack_webapi_rate_limited_error':
       return { code: 'ratelimited', reason: slackMessages.rateLimited };
-    case 'slack_webapi_request_error':
+    case 'slack_webapi_request_error': {
+      // The WebClient wraps its last 429 (retries used up) as a request error.
+      const original = (e as { original?: { message?: unknown } }).original?.message;
+      if (/rate limit/i.test(`${message} ${typeof original === 'string' ? original : ''}`)) {
+        return { code: 'ratelimited', reason: slackMessages.rateLimited };
+      }
       return { code: 'request_error', reason: slackMessages.unreachable };
+    }
     default:
       // The WebClient gives up on repeated 429s with a plain Error.
       if (/rate limit/i.test(message)) return { code: 'ratelimited', reason: slackMessages.rateLimited };
