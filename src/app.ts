@@ -77,11 +77,12 @@ export async function startApp(options: StartOptions): Promise<RunningApp> {
   const bots: { discord?: Bot; slack?: Bot } = {};
   try {
     if (config.discordToken) {
-      const { startDiscordBot } = (await import(modulePath('discord'))) as BotModule<'startDiscordBot'>;
+      // Loaded only when configured: a Slack-only bot never loads discord.js, and vice versa.
+      const { startDiscordBot } = await import('./bots/discord/index.js');
       bots.discord = await startDiscordBot(services);
     }
     if (config.slackBotToken) {
-      const { startSlackBot } = (await import(modulePath('slack'))) as BotModule<'startSlackBot'>;
+      const { startSlackBot } = await import('./bots/slack/index.js');
       bots.slack = await startSlackBot(services);
     }
   } catch (error) {
@@ -128,11 +129,4 @@ function botsHealth(bots: { discord?: Bot; slack?: Bot }): Health {
     return h.ok ? [] : [`${name}: ${h.reason ?? 'not connected'}`];
   });
   return problems.length === 0 ? { ok: true } : { ok: false, reason: problems.join('; ') };
-}
-
-type BotModule<K extends string> = Record<K, (services: Services) => Promise<Bot>>;
-
-// Loaded only when configured, so a Slack-only install never loads discord.js and vice versa.
-function modulePath(platform: 'discord' | 'slack'): string {
-  return `./bots/${platform}/index.js`;
 }
