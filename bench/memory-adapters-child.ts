@@ -1,6 +1,7 @@
 // Measurement 5 with the adapters: the bot (services + Slack + Discord adapters, as startApp
 // wires them) in its own plain-Node process, bundled by esbuild. Driven over IPC by
-// scenarios/memory.ts: 'ready' (with its Slack port and idle RSS) → 'measure' → 'measured'.
+// scenarios/memory.ts: 'ready' (with its Slack port and idle RSS) → 'await-delivery' →
+// 'in-delivery' (every job generated and in the upload queue) → 'measure' → 'measured'.
 import { Writable } from 'node:stream';
 import { createServices } from '../src/app.js';
 import { startDiscordBot } from '../src/bots/discord/index.js';
@@ -14,7 +15,15 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const send = (msg: unknown) => process.send?.(msg);
 
 let peak = 0;
-const sample = () => (peak = Math.max(peak, process.memoryUsage().rss));
+/** process.memoryUsage() at the peak: how the peak splits into V8 heap and buffers. */
+let atPeak: NodeJS.MemoryUsage | undefined;
+const sample = () => {
+  const usage = process.memoryUsage();
+  if (usage.rss > peak) {
+    peak = usage.rss;
+    atPeak = usage;
+  }
+};
 
 async function main() {
   const services = createServices(loadConfig(env), { logDestination: sink, durable: true });
@@ -25,9 +34,28 @@ async function main() {
   const baselineRss = process.memoryUsage().rss;
   peak = baselineRss;
   const sampler = setInterval(sample, 5);
+  let generated = 0;
+  services.jobs.events.on('generated', () => generated++);
   send({ op: 'ready', slackPort: slack.port, baselineRss });
+  // Jobs in delivery: generated, their image handed to an adapter, not yet accepted by the
+  // platform: uploading (a slot of services.uploads) or waiting for an upload slot.
+  const uploads = () => ({ running: services.uploads.pending, waiting: services.uploads.size });
 
-  process.on('message', (msg: { op: string }) => {
+  process.on('message', (msg: { op: string; count?: number; timeoutMs?: number }) => {
+    if (msg.op === 'await-delivery') {
+      void (async () => {
+        const deadline = Date.now() + (msg.timeoutMs ?? 60_000);
+        for (let u = uploads(); u.running + u.waiting < msg.count!; u = uploads()) {
+          if (Date.now() > deadline) {
+            send({ op: 'error', message: `in delivery: ${u.running} uploading + ${u.waiting} waiting of ${msg.count} (${generated} generated)` });
+            return;
+          }
+          await sleep(5);
+        }
+        send({ op: 'in-delivery', generated, ...uploads() });
+      })();
+      return;
+    }
     if (msg.op !== 'measure') return;
     void (async () => {
       sample();
@@ -39,7 +67,7 @@ async function main() {
       const afterGcRss = afterGc.rss;
       const live = { heapUsed: afterGc.heapUsed, external: afterGc.external, arrayBuffers: afterGc.arrayBuffers };
       clearInterval(sampler);
-      send({ op: 'measured', baselineRss, peakRss: Math.max(peak, settledRss), settledRss, afterGcRss, heapUsed, external, arrayBuffers, live, counts: services.jobs.counts() });
+      send({ op: 'measured', uploads: uploads(), generated, atPeak, baselineRss, peakRss: Math.max(peak, settledRss), settledRss, afterGcRss, heapUsed, external, arrayBuffers, live, counts: services.jobs.counts() });
       // The held uploads never finish: leave without waiting for them.
       await Promise.race([Promise.allSettled([slack.stop(), discord.stop()]), sleep(1_000)]);
       process.exit(0);

@@ -8,6 +8,7 @@ import { startGateProxy, type GateProxy } from './lib/gate-proxy.js';
 type Request =
   | { op: 'burst'; eventsUrl: string; commands: number; tag: string }
   | { op: 'imagine-batch'; eventsUrl: string; slack: number; discord: number; tag: string }
+  | { op: 'gates'; open: number; timeoutMs: number }
   | { op: 'close' };
 
 const send = (msg: unknown) => process.send?.(msg);
@@ -19,8 +20,23 @@ async function main() {
   let gates: { slack: GateProxy; discord: GateProxy } | undefined;
   if (process.env.BENCH_GATE === '1') {
     gates = {
-      slack: await startGateProxy({ target: slack.url, rewriteAnswers: true, hold: (req) => req.method === 'POST' && (req.url ?? '').startsWith('/upload/') }),
-      discord: await startGateProxy({ target: new URL(discord.apiUrl).origin, hold: (req) => /multipart\/form-data/.test(String(req.headers['content-type'] ?? '')) }),
+      // One Slack upload = one upload URL (its file id).
+      slack: await startGateProxy({
+        target: slack.url,
+        rewriteAnswers: true,
+        hold: (req) => req.method === 'POST' && (req.url ?? '').startsWith('/upload/'),
+        key: (req) => req.url ?? '',
+      }),
+      // One Discord upload = one attachment file name (`<job id>.png`): discord.js re-sends a
+      // request its 15 s timeout aborted, and a failed reply edit falls back to a channel post.
+      discord: await startGateProxy({
+        target: new URL(discord.apiUrl).origin,
+        hold: (req) => /multipart\/form-data/.test(String(req.headers['content-type'] ?? '')),
+        key: (req, body) => {
+          const at = body.indexOf('filename="');
+          return at < 0 ? `${req.method} ${req.url}` : body.subarray(at + 10, body.indexOf('"', at + 10)).toString('utf8');
+        },
+      }),
     };
   }
   send({
@@ -29,19 +45,30 @@ async function main() {
     discord: { apiUrl: gates ? `${gates.discord.url}/api` : discord.apiUrl, token: discord.token, guildId: discord.guildId },
   });
 
-  /** Sends /imagine from distinct users on both platforms, then waits until every upload is held. */
+  /**
+   * Sends /imagine from distinct users on both platforms, alternating (so the first uploads
+   * are a mix of both), and returns once every command is sent.
+   */
   async function imagineBatch(eventsUrl: string, nSlack: number, nDiscord: number, tag: string) {
     if (!gates) throw new Error('imagine-batch needs BENCH_GATE=1');
-    for (let i = 0; i < nDiscord; i++) {
-      discord.dispatchInteraction({ name: 'imagine', options: { prompt: `${tag} discord ${i}` }, userId: snowflake(Date.now() - 4e9 - i * 1e6), userName: `mem${i}` });
+    for (let i = 0; i < Math.max(nSlack, nDiscord); i++) {
+      if (i < nSlack) await slack.sendSlashCommand(eventsUrl, { command: '/imagine', text: `${tag} slack ${i}`, user_id: `U0MEM${i}` });
+      if (i < nDiscord) discord.dispatchInteraction({ name: 'imagine', options: { prompt: `${tag} discord ${i}` }, userId: snowflake(Date.now() - 4e9 - i * 1e6), userName: `mem${i}` });
     }
-    await Promise.all(Array.from({ length: nSlack }, (_, i) => slack.sendSlashCommand(eventsUrl, { command: '/imagine', text: `${tag} slack ${i}`, user_id: `U0MEM${i}` })));
-    const deadline = Date.now() + 60_000;
-    while (gates.slack.held() < nSlack || gates.discord.held() < nDiscord) {
-      if (Date.now() > deadline) throw new Error(`uploads held: Slack ${gates.slack.held()}/${nSlack}, Discord ${gates.discord.held()}/${nDiscord}`);
-      await new Promise((r) => setTimeout(r, 10));
+    return {};
+  }
+
+  /** Waits until `open` uploads are held at once (bodies fully received, unanswered). */
+  async function waitGates(open: number, timeoutMs: number) {
+    if (!gates) throw new Error('gates need BENCH_GATE=1');
+    const g = gates;
+    const counts = () => ({ slack: g.slack.counts(), discord: g.discord.counts() });
+    const deadline = Date.now() + timeoutMs;
+    for (let c = counts(); c.slack.open + c.discord.open < open; c = counts()) {
+      if (Date.now() > deadline) throw new Error(`uploads held at once: ${c.slack.open} Slack + ${c.discord.open} Discord, expected ${open}`);
+      await new Promise((r) => setTimeout(r, 5));
     }
-    return { slackHeld: gates.slack.held(), discordHeld: gates.discord.held() };
+    return counts();
   }
 
   async function burst(eventsUrl: string, commands: number, tag: string) {
@@ -84,7 +111,12 @@ async function main() {
       );
     } else if (msg.op === 'imagine-batch') {
       imagineBatch(msg.eventsUrl, msg.slack, msg.discord, msg.tag).then(
-        (result) => send({ op: 'held', ...result }),
+        (result) => send({ op: 'sent', ...result }),
+        (error: unknown) => send({ op: 'error', message: error instanceof Error ? error.message : String(error) }),
+      );
+    } else if (msg.op === 'gates') {
+      waitGates(msg.open, msg.timeoutMs).then(
+        (result) => send({ op: 'gates', ...result }),
         (error: unknown) => send({ op: 'error', message: error instanceof Error ? error.message : String(error) }),
       );
     } else if (msg.op === 'close') {

@@ -33,8 +33,9 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private processMetrics = false;
+
   constructor(lifecycle: GpuLifecycle, jobs: JobService) {
-    collectDefaultMetrics({ register: this.registry, prefix: 'fairbot_process_' });
     new Gauge({
       name: 'fairbot_queue_depth',
       help: 'Jobs waiting for the GPU',
@@ -73,6 +74,17 @@ export class Metrics {
     });
   }
 
+  /**
+   * The process metrics (CPU, memory, event-loop lag, GC), once something will read them:
+   * startOpsServer. Not in the constructor, so a one-shot CLI run (and every test) does not
+   * pay for them (about half a millisecond per createServices, plus an event-loop monitor).
+   */
+  collectProcessMetrics(): void {
+    if (this.processMetrics) return;
+    this.processMetrics = true;
+    collectDefaultMetrics({ register: this.registry, prefix: 'fairbot_process_' });
+  }
+
   /** Adapters report every error a platform API answered. */
   platformError(platform: 'discord' | 'slack', code: string): void {
     this.platformErrors.inc({ platform, code: code.slice(0, 60) });
@@ -92,6 +104,7 @@ export async function startOpsServer(
   health: () => Health,
   logger: Logger,
 ): Promise<{ port: number; close(): Promise<void> }> {
+  metrics.collectProcessMetrics();
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && path === '/metrics') {

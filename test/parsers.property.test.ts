@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FairApiError, FairClient } from '../src/fair/client.js';
 import { parseFairJson } from '../src/fair/json.js';
 import { InferenceClient, InferenceError } from '../src/inference/client.js';
-import { parseInferAnswer } from '../src/inference/image.js';
+import { parseInferAnswer, parseInferAnswerBytes } from '../src/inference/image.js';
 import { createLogger } from '../src/logger.js';
 import { pngForPrompt } from './standins/png.js';
 
@@ -42,6 +42,43 @@ describe('the diffusion answer parser, fed random and mutated bodies', () => {
   it('accepts the valid answer byte for byte', () => {
     const result = parseInferAnswer(validAnswer);
     expect('image' in result && result.image.bytes.equals(pngForPrompt('seed'))).toBe(true);
+    const fromBytes = parseInferAnswerBytes(Buffer.from(validAnswer));
+    expect('image' in fromBytes && fromBytes.image.bytes.equals(pngForPrompt('seed'))).toBe(true);
+  });
+
+  it('gives the same result from the raw bytes (what the client reads) as from the text', () => {
+    const png = pngForPrompt('bytes path').toString('base64');
+    // Answers near the fast path's edges: data: URLs, escapes, a second key, padding, spacing.
+    const edgy = fc.oneof(
+      fc.constantFrom(
+        `{"output":{"image_b64":"data:image/png;base64,${png}"}}`,
+        `{"output":{"image_b64":"data:image/png,${png}"}}`,
+        `{"output" : { "image_b64" :\n "${png}" } }`,
+        `{"output":{"image_b64":"${png.replace(/\//g, '\\/')}"}}`,
+        `{"output":{"image_b64":"${png}","image\\u005fb64":"QUFB"}}`,
+        `{"output":{"image\\u005fb64":"QUFB","image_b64":"${png}"}}`,
+        `{"output":{"x":1},"other":{"image_b64":"${png}"}}`,
+        `{"output":{"image_b64":"${png}"},"output":{"image_b64":"QUFB"}}`,
+        `{"output":{"image_b64":"${png.slice(0, -4)}"}}`,
+        `{"output":{"image_b64":"${png.replace(/.{76}/g, '$&\\n')}"}}`,
+        `{"output":{"image_b64":"${png.replace(/\+/g, '-')}"}}`,
+        `{"output":{"image_b64":"${png}=="}}`,
+        `{"output":{"image_b64":"${png.slice(0, 40)}==${png.slice(42)}"}}`,
+        `{"output":{"image_b64":"${png}"}`,
+        `\ufeff{"output":{"image_b64":"${png}"}}`,
+      ),
+      fc
+        .tuple(fc.nat(validAnswer.length - 1), fc.nat(8), fc.string({ maxLength: 8 }))
+        .map(([at, cut, insert]) => validAnswer.slice(0, at) + insert + validAnswer.slice(Math.min(validAnswer.length, at + cut))),
+      bodies,
+    );
+    fc.assert(
+      fc.property(edgy, (body) => {
+        const bytes = Buffer.from(body);
+        expect(parseInferAnswerBytes(bytes)).toEqual(parseInferAnswer(bytes.toString('utf8')));
+      }),
+      { numRuns: 3_000 },
+    );
   });
 });
 

@@ -4,11 +4,18 @@
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
+export interface GateCounts {
+  /** Distinct uploads held so far (by key: one image, however often the client re-sent it). */
+  uploads: number;
+  /** Held requests whose client is still waiting for the answer now (uploads in flight). */
+  open: number;
+  /** Held requests in all, re-sends included (a client's timeout-and-retry shows up here). */
+  attempts: number;
+}
+
 export interface GateProxy {
   url: string;
-  /** Requests held so far (bodies fully received, no answer yet). */
-  held(): number;
-  waitHeld(n: number, timeoutMs: number): Promise<void>;
+  counts(): GateCounts;
   close(): Promise<void>;
 }
 
@@ -17,12 +24,15 @@ export async function startGateProxy(opts: {
   target: string;
   /** Which requests to hold. */
   hold: (req: IncomingMessage) => boolean;
+  /** Which upload a held request is (e.g. Slack's file id, Discord's attachment file name), to count re-sends once. */
+  key: (req: IncomingMessage, body: Buffer) => string;
   /** Rewrites the stand-in's own address in answers (e.g. Slack's upload_url), so follow-ups come back here. */
   rewriteAnswers?: boolean;
 }): Promise<GateProxy> {
   const target = new URL(opts.target);
-  let heldCount = 0;
-  const waiters = new Set<() => void>();
+  const keys = new Set<string>();
+  let open = 0;
+  let attempts = 0;
   const sockets = new Set<Socket>();
   let self = '';
 
@@ -58,9 +68,12 @@ export async function startGateProxy(opts: {
     req.on('end', () => {
       const body = Buffer.concat(chunks);
       if (opts.hold(req)) {
-        heldCount++;
-        for (const w of waiters) w();
-        return; // never answered: the upload is "still going" until the proxy closes
+        keys.add(opts.key(req, body));
+        attempts++;
+        open++;
+        // Never answered: the upload is "still going" until the client gives up or the proxy closes.
+        res.on('close', () => open--);
+        return;
       }
       forward(req, body, res);
     });
@@ -74,23 +87,7 @@ export async function startGateProxy(opts: {
 
   return {
     url: self,
-    held: () => heldCount,
-    waitHeld(n, timeoutMs) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          if (heldCount < n) return;
-          clearTimeout(timer);
-          waiters.delete(check);
-          resolve();
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`gate proxy: ${heldCount} of ${n} uploads held after ${timeoutMs} ms`));
-        }, timeoutMs);
-        waiters.add(check);
-        check();
-      });
-    },
+    counts: () => ({ uploads: keys.size, open, attempts }),
     close() {
       return new Promise((resolve) => {
         server.close(() => resolve());

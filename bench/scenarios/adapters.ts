@@ -118,8 +118,14 @@ async function memory(want: (s: string) => boolean, P: Params, progress: Progres
   const { memoryAdaptersDelivery } = await import('./memory.js');
   const runs = [];
   for (let run = 0; run < P.memRuns; run++) {
-    progress(`(5) RSS, 20 × 5 MB in the platform upload (10 Slack + 10 Discord): run ${run + 1}/${P.memRuns}`);
-    runs.push(await memoryAdaptersDelivery(20, 5));
+    progress(`(5) RSS, 20 × 5 MB in delivery through the adapters (10 Slack + 10 Discord): run ${run + 1}/${P.memRuns}`);
+    const r = await memoryAdaptersDelivery(20, 5);
+    const { slack, discord } = r.gates;
+    progress(
+      `    ${r.generated} generated, ${r.uploads.running} uploading (held: ${slack.open} Slack + ${discord.open} Discord, ` +
+        `${slack.attempts + discord.attempts} attempts) + ${r.uploads.waiting} waiting for a slot, after ${r.elapsedMs} ms`,
+    );
+    runs.push(r);
   }
   const mb = (n: number) => n / (1024 * 1024);
   return [
@@ -128,11 +134,11 @@ async function memory(want: (s: string) => boolean, P: Params, progress: Progres
         row('rss-adapters-idle', '(5) RSS, bot with both adapters idle (baseline)', 'MB', summarize(runs.map((r) => mb(r.baselineRss)))),
         row(
           'rss-adapters-delivery',
-          '(5) RSS, 20 × 5 MB in the platform upload (peak)',
+          '(5) RSS, 20 × 5 MB in delivery, adapters (peak)',
           'MB',
           summarize(runs.map((r) => mb(r.peakRss))),
           { op: '<=', value: 300 },
-          '10 Slack + 10 Discord jobs; the stand-ins read each upload and hold the answer',
+          '10 Slack + 10 Discord jobs, all generated: 3 in the platform upload (read in full, never answered), 17 waiting for an upload slot',
         ),
         row('rss-adapters-delivery-live', '(5) of which still referenced after GC (heap + buffers)', 'MB', summarize(runs.map((r) => mb(r.live.heapUsed + r.live.external)))),
       ],

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { tempDir } from '../../test/helpers/app.js';
 import { forkChild, type Child } from '../lib/ipc.js';
 import { benchEnv, MB, startStandins } from '../lib/rig.js';
+import type { GateCounts } from '../lib/gate-proxy.js';
 import type { PlatformsStarted } from './platforms.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -121,15 +122,27 @@ export interface AdaptersReport {
   external: number;
   arrayBuffers: number;
   live: { heapUsed: number; external: number; arrayBuffers: number };
-  slackHeld: number;
-  discordHeld: number;
+  /** At the measurement: the bot's upload queue (services.uploads), running and waiting. */
+  uploads: { running: number; waiting: number };
+  generated: number;
+  /** process.memoryUsage() at the sampled peak. */
+  atPeak?: NodeJS.MemoryUsage;
+  /** What the gate proxies held then: distinct uploads, open requests, attempts (re-sends included). */
+  gates: { slack: GateCounts; discord: GateCounts };
+  /** First command sent → measurement (discord.js re-sends an upload after 15 s). */
+  elapsedMs: number;
   how: string;
 }
 
 /**
  * RSS of the bot with its Slack and Discord adapters while `count` images of `imageMb` MB are
- * in the platform upload: half from Slack, half from Discord; the platform stand-ins (their own
- * process) read each upload and hold the answer. The bot runs in a third process.
+ * in delivery: generated, handed to their adapter, not yet accepted by the platform. Half come
+ * from Slack, half from Discord, sent alternately. The platform stand-ins (their own process)
+ * sit behind gate proxies that read each upload in full and never answer it, so an upload that
+ * has started stays in flight; with services.uploads at 3, three are uploading and the rest
+ * wait for a slot (each holding its image once). Measured once all `count` jobs are in the
+ * upload queue and the gates hold as many uploads as the queue runs. The bot runs in a third
+ * process.
  */
 export async function memoryAdaptersDelivery(count: number, imageMb: number, slackCount = count - Math.floor(count / 2)): Promise<AdaptersReport> {
   const { file, how } = await bundleChild('memory-adapters-child');
@@ -153,11 +166,18 @@ export async function memoryAdaptersDelivery(count: number, imageMb: number, sla
     });
     bot = forkChild(file, { tsx: file.endsWith('.ts'), execArgv: ['--expose-gc'], env: { BENCH_ENV: JSON.stringify(env) } });
     const ready = await bot.next<{ slackPort: number }>('ready', 60_000);
+    const t0 = Date.now();
     platforms.send({ op: 'imagine-batch', eventsUrl: `http://127.0.0.1:${ready.slackPort}/slack/events`, slack: slackCount, discord: count - slackCount, tag: 'memory' });
-    const held = await platforms.next<{ slackHeld: number; discordHeld: number }>('held', 120_000);
+    await platforms.next('sent', 60_000);
+    bot.send({ op: 'await-delivery', count, timeoutMs: 60_000 });
+    const inDelivery = await bot.next<{ running: number; waiting: number }>('in-delivery', 65_000);
+    // The uploads under way have been sent in full (the gates hold them): the bot's copies exist.
+    platforms.send({ op: 'gates', open: inDelivery.running, timeoutMs: 10_000 });
+    const gates = await platforms.next<{ slack: GateCounts; discord: GateCounts }>('gates', 15_000);
+    const elapsedMs = Date.now() - t0;
     bot.send({ op: 'measure' });
-    const m = await bot.next<Omit<AdaptersReport, 'slackHeld' | 'discordHeld' | 'how'>>('measured', 30_000);
-    return { ...m, ...held, how };
+    const m = await bot.next<Omit<AdaptersReport, 'gates' | 'elapsedMs' | 'how'>>('measured', 30_000);
+    return { ...m, gates: { slack: gates.slack, discord: gates.discord }, elapsedMs, how };
   } finally {
     await bot?.end(3_000);
     await platforms.end();

@@ -1,25 +1,109 @@
+import { randomBytes } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import { Readable } from 'node:stream';
 import { DefaultRestOptions, REST, type RESTOptions } from 'discord.js';
+import { request } from 'undici';
 
 type MakeRequest = RESTOptions['makeRequest'];
+type ResponseLike = Awaited<ReturnType<MakeRequest>>;
 
 /**
  * discord.js's REST (undici 6) sends uploads as a FormData body through undici's
  * process-wide dispatcher. Once undici 7 (which this project uses for Fair and the
  * diffusion server) has installed that dispatcher, such bodies fail ("action is not a
  * function"), so every attachment would be lost, depending on which client spoke first
- * (discord.js issues #10946, #11525). Encoding the multipart body to bytes here, with
- * Node's own encoder, makes uploads independent of that order.
+ * (discord.js issues #10946, #11525). Uploads therefore never reach undici 6 as FormData:
+ * the multipart body is encoded here and streamed, with its Content-Length computed up
+ * front, by the project's own undici (7). The image is read from the Blob discord.js
+ * made of it, chunk by chunk: no encoded copy of the whole body is built (an earlier
+ * version buffered it, one more image copy per upload in flight). Every other request
+ * goes through discord.js's default path.
  */
 export const makeRequest: MakeRequest = async (url, init) => {
   const body: unknown = init.body;
-  if (body instanceof FormData) {
-    const encoded = new Response(body);
-    const bytes = Buffer.from(await encoded.arrayBuffer());
-    const headers = { ...(init.headers as Record<string, string> | undefined), 'Content-Type': encoded.headers.get('content-type')! };
-    return DefaultRestOptions.makeRequest(url, { ...init, body: bytes, headers });
-  }
+  if (body instanceof FormData) return sendMultipart(url, init, body);
   return DefaultRestOptions.makeRequest(url, init);
 };
+
+/** multipart/form-data as the fetch spec encodes FormData (RFC 7578), parts in order. */
+export function encodeMultipart(form: FormData): { contentType: string; length: number; stream(): Readable } {
+  const boundary = `----fairbot-formdata-${randomBytes(16).toString('hex')}`;
+  // As undici (and browsers) write them: names escaped, string values with CRLF line ends.
+  const escape = (s: string) => s.replace(/\n/g, '%0A').replace(/\r/g, '%0D').replace(/"/g, '%22');
+  const parts: Array<Buffer | Blob> = [];
+  for (const [name, value] of form) {
+    if (typeof value === 'string') {
+      parts.push(
+        Buffer.from(
+          `--${boundary}\r\nContent-Disposition: form-data; name="${escape(name)}"\r\n\r\n${value.replace(/\r?\n|\r/g, '\r\n')}\r\n`,
+        ),
+      );
+    } else {
+      const file = value as File;
+      const filename = typeof file.name === 'string' ? `; filename="${escape(file.name)}"` : '';
+      parts.push(
+        Buffer.from(
+          `--${boundary}\r\nContent-Disposition: form-data; name="${escape(name)}"${filename}\r\n` +
+            `Content-Type: ${file.type || 'application/octet-stream'}\r\n\r\n`,
+        ),
+        file,
+        Buffer.from('\r\n'),
+      );
+    }
+  }
+  parts.push(Buffer.from(`--${boundary}--\r\n`));
+  const length = parts.reduce((n, p) => n + (Buffer.isBuffer(p) ? p.length : p.size), 0);
+  return {
+    contentType: `multipart/form-data; boundary=${boundary}`,
+    length,
+    stream: () =>
+      Readable.from(
+        (async function* () {
+          for (const part of parts) {
+            if (Buffer.isBuffer(part)) yield part;
+            else for await (const chunk of part.stream()) yield chunk as Uint8Array;
+          }
+        })(),
+        { objectMode: false },
+      ),
+  };
+}
+
+async function sendMultipart(url: string, init: Parameters<MakeRequest>[1], form: FormData): Promise<ResponseLike> {
+  const encoded = encodeMultipart(form);
+  const headers: Record<string, string> = {};
+  for (const [key, value] of Object.entries((init.headers as Record<string, string> | undefined) ?? {})) {
+    if (!/^content-(type|length)$/i.test(key)) headers[key] = value;
+  }
+  headers['content-type'] = encoded.contentType;
+  headers['content-length'] = String(encoded.length);
+  const res = await request(url, {
+    method: (init.method ?? 'POST') as 'POST',
+    headers,
+    body: encoded.stream(),
+    signal: init.signal ?? undefined,
+    // No per-request dispatcher: the bot gives discord.js no agent, so this is the global one.
+  });
+  // What discord.js's own makeRequest (strategies/undiciRequest) returns, from undici 7's answer.
+  const responseHeaders = new Headers();
+  for (const [key, value] of Object.entries(res.headers)) {
+    if (value === undefined) continue;
+    for (const v of Array.isArray(value) ? value : [value]) responseHeaders.append(key, v);
+  }
+  return {
+    body: res.body as unknown as ResponseLike['body'],
+    arrayBuffer: () => res.body.arrayBuffer(),
+    json: () => res.body.json(),
+    text: () => res.body.text(),
+    get bodyUsed() {
+      return res.body.bodyUsed;
+    },
+    headers: responseHeaders,
+    status: res.statusCode,
+    statusText: STATUS_CODES[res.statusCode] ?? '',
+    ok: res.statusCode >= 200 && res.statusCode < 300,
+  } as ResponseLike;
+}
 
 /** REST options for every discord.js client and REST instance of the bot. */
 export function restOptions(api: string): Partial<RESTOptions> {
