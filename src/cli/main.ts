@@ -48,9 +48,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   }
   const config = loadConfig(io.env);
   if (command === 'register-commands') {
-    const { registerCommands } = (await import(discordModule)) as {
-      registerCommands: (c: typeof config) => Promise<string>;
-    };
+    // Loaded only for this command: imagine and gpu never load discord.js.
+    const { registerCommands } = await import('../bots/discord/index.js');
     io.stdout.write(`${await registerCommands(config)}\n`);
     return 0;
   }
@@ -129,7 +128,6 @@ function cliUser(): string {
   }
 }
 
-const discordModule = '../bots/discord/index.js';
 
 // Run when executed as the `fairbot` bin (not when imported by tests).
 const invokedDirectly = process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpath(process.argv[1])).href;
