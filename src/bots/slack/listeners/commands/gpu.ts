@@ -2,7 +2,8 @@ import type { AllMiddlewareArgs, SlackCommandMiddlewareArgs } from '@slack/bolt'
 import { gpu, type GpuResult } from '../../../../commands/gpu.js';
 import { slackMessages } from '../../../../messages.js';
 import { killConfirmBlocks, statusBlocks, withBlocks, type Block } from '../../blocks.js';
-import { commandFields, type SlackContext } from '../../context.js';
+import type { SlackContext } from '../../context.js';
+import { checkedFields } from './fields.js';
 import { UserReplies } from '../../reply.js';
 import { escapeMrkdwn } from '../../text.js';
 
@@ -26,12 +27,8 @@ export function gpuAnswerBlocks(result: GpuResult, subcommand: string): Block[] 
 export function gpuCommand(ctx: SlackContext) {
   return async ({ command, ack }: Args): Promise<void> => {
     const receivedAt = Date.now();
-    const fields = commandFields(command as unknown as Record<string, unknown>);
-    if (!fields) {
-      ctx.log.warn({ command: command.command }, 'slash command without user_id or channel_id');
-      await ack({ response_type: 'ephemeral', text: escapeMrkdwn(slackMessages.internalError) });
-      return;
-    }
+    const fields = await checkedFields(ctx, command, ack);
+    if (!fields) return;
     const result: Promise<GpuResult> = gpu(
       { requester: { platform: 'slack', userId: fields.userId, userName: fields.userName, channelId: fields.channelId }, subcommand: fields.text },
       ctx.services,

@@ -2,7 +2,8 @@ import type { AllMiddlewareArgs, SlackCommandMiddlewareArgs } from '@slack/bolt'
 import { imagine } from '../../../../commands/imagine.js';
 import { messages, slackMessages } from '../../../../messages.js';
 import { progressBlocks, withBlocks } from '../../blocks.js';
-import { commandFields, type SlackContext } from '../../context.js';
+import type { SlackContext } from '../../context.js';
+import { checkedFields } from './fields.js';
 import { escapeMrkdwn } from '../../text.js';
 
 type Args = SlackCommandMiddlewareArgs & AllMiddlewareArgs;
@@ -14,12 +15,8 @@ type Args = SlackCommandMiddlewareArgs & AllMiddlewareArgs;
 export function imagineCommand(ctx: SlackContext) {
   return async ({ command, ack }: Args): Promise<void> => {
     const receivedAt = Date.now();
-    const fields = commandFields(command as unknown as Record<string, unknown>);
-    if (!fields) {
-      ctx.log.warn({ command: command.command }, 'slash command without user_id or channel_id');
-      await ack({ response_type: 'ephemeral', text: escapeMrkdwn(slackMessages.internalError) });
-      return;
-    }
+    const fields = await checkedFields(ctx, command, ack);
+    if (!fields) return;
     let result: ReturnType<typeof imagine>;
     try {
       result = imagine(
