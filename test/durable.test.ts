@@ -1,3 +1,5 @@
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createServices } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
@@ -106,6 +108,27 @@ describe('durable jobs', () => {
       throw new Error('a delivered job came back');
     });
     expect(third.services.jobs.recover()).toBe(0);
+  });
+
+  it('an image delivered before its copy in DATA_DIR is written stays delivered: no file left, nothing after a restart', async () => {
+    const env = await setup();
+    const first = boot(env);
+    running.push(first.services);
+    const job = first.services.jobs.submit(slack('U1'), 'a quick delivery');
+    // The platform takes the image at once, before the file (written off the event loop) is there.
+    job.subscribe((e) => {
+      if (e.type === 'done') first.services.jobs.delivered(job.id);
+    });
+    expect((await job.outcome).type).toBe('done');
+    await eventually(() => first.logs.text.includes('the job ended before its image was kept'), 2_000, 'the late file dropped');
+    expect(readdirSync(join(dir.path, 'images'))).toEqual([]);
+    expect(new JobStore(dir.path).get(job.id)?.state).toBe('delivered');
+    await stopHard(first.services);
+    running.pop();
+
+    const second = boot(env);
+    running.push(second.services);
+    expect(second.services.jobs.recover()).toBe(0);
   });
 
   it('lets the generation on the GPU finish within the grace period on shutdown', async () => {

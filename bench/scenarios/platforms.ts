@@ -1,5 +1,7 @@
 // The app with its adapters (startApp, production timings, logs silent) against the Slack
 // and Discord stand-ins; loaded by adapters.ts only once the adapters exist.
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import type { IncomingMessage, Server } from 'node:http';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -74,33 +76,53 @@ async function quiet(count: () => number, quietMs = 25, capMs = 1_000): Promise<
   }
 }
 
-/** Slack: signed `/imagine` POST sent → the file shared in the channel (completeUploadExternal). */
-export async function slackOverhead(opts: { jobs: number; runTag: string; generationMs: number }): Promise<OverheadRun> {
+/**
+ * Slack: the signed `/imagine` POST reaching the bot's HTTP server (Node's
+ * `http.server.request.start` diagnostics channel, filtered to the bot's port) → the file
+ * shared in the channel (completeUploadExternal at the stand-in). `fromSend` times the same
+ * jobs from before the stand-in builds and signs the request: the stand-in's own work then
+ * counts too, as in earlier versions of this row.
+ */
+export async function slackOverhead(opts: { jobs: number; runTag: string; generationMs: number }): Promise<OverheadRun & { fromSend: OverheadRun }> {
   const rig = await startPlatformRig({ slack: true, imageBytes: MB, generationMs: opts.generationMs });
   const slack = rig.slack!;
+  let arrivedAt: number | undefined;
+  const onRequest = (message: unknown) => {
+    const { request, server } = message as { request: IncomingMessage; server: Server };
+    const address = server.address();
+    if (typeof address === 'object' && address?.port === rig.app.slack?.port && request.url?.startsWith('/slack/events')) {
+      arrivedAt ??= performance.now();
+    }
+  };
+  subscribe('http.server.request.start', onRequest);
   try {
     await within(rig.app.services.lifecycle.ensureReady(), 30_000, 'cold start');
     const d = rig.fair.diffusion()!;
     const totals: number[] = [];
+    const fromSend: number[] = [];
     const gens: number[] = [];
     for (let i = -3; i < opts.jobs; i++) {
       const prompt = `${opts.runTag} slack ${i}`;
       const user = `U0BENCH${i + 3}`;
       const shares = slack.fileShares.length;
+      arrivedAt = undefined;
       const t0 = performance.now();
       const res = await slack.sendSlashCommand(rig.eventsUrl, { command: '/imagine', text: prompt, user_id: user });
       if (res.status !== 200) throw new Error(`bench: Slack answered ${res.status}`);
       // Jobs run one at a time: the next file shared in the channel is this job's image.
       await slack.waitFor(() => slack.fileShares.length > shares, 30_000, `the image for ${prompt}`);
       const t1 = performance.now();
+      if (arrivedAt === undefined) throw new Error('bench: never saw the command reach the bot');
       // Let the job's last messages (status edit, buttons) go out before the next one starts.
       await quiet(() => slack.calls.length);
       if (i < 0) continue;
-      totals.push(t1 - t0);
+      totals.push(t1 - arrivedAt);
+      fromSend.push(t1 - t0);
       gens.push(generationOf(d, prompt));
     }
-    return overheadRun(totals, gens);
+    return { ...overheadRun(totals, gens), fromSend: overheadRun(fromSend, gens) };
   } finally {
+    unsubscribe('http.server.request.start', onRequest);
     await rig.close();
   }
 }

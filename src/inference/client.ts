@@ -138,6 +138,7 @@ export class InferenceClient {
           return failed(error);
         }
         clearTimeout(timer);
+        await yieldToIo();
         const answer = parseInferAnswerBytes(body);
         if ('problem' in answer) throw new InferenceError('bad-response', answer.problem);
         return answer.image;
@@ -169,24 +170,47 @@ async function readLimited(res: Dispatcher.ResponseData, limit: number): Promise
   return (await readLimitedBytes(res, limit)).toString('utf8');
 }
 
-async function readLimitedBytes(res: Dispatcher.ResponseData, limit: number): Promise<Buffer> {
+function readLimitedBytes(res: Dispatcher.ResponseData, limit: number): Promise<Buffer> {
   // Refused on its announced length: no point reading 30 MB to say no.
-  if (Number(res.headers['content-length'] ?? 0) > limit) {
+  const announced = Number(res.headers['content-length'] ?? NaN);
+  if (announced > limit) {
     res.body.destroy();
-    throw new InferenceError('bad-response', TOO_LARGE);
+    return Promise.reject(new InferenceError('bad-response', TOO_LARGE));
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of res.body) {
-    size += (chunk as Buffer).length;
-    if (size > limit) {
-      res.body.destroy();
-      throw new InferenceError('bad-response', TOO_LARGE);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+  // With a length, chunks are copied into one buffer as they come: no list, no concat at the end.
+  let whole = Number.isSafeInteger(announced) && announced > 0 ? Buffer.allocUnsafe(announced) : undefined;
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    res.body.on('data', (chunk: Buffer) => {
+      if (size + chunk.length > limit) {
+        res.body.destroy();
+        reject(new InferenceError('bad-response', TOO_LARGE));
+        return;
+      }
+      if (whole && size + chunk.length <= whole.length) {
+        chunk.copy(whole, size);
+      } else {
+        // No length, or more than it said (undici's parser does not let that through): a list.
+        if (whole) chunks.push(whole.subarray(0, size));
+        whole = undefined;
+        chunks.push(chunk);
+      }
+      size += chunk.length;
+    });
+    res.body.on('error', reject);
+    res.body.on('end', () => {
+      if (whole) resolve(whole.subarray(0, size));
+      else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    });
+  });
 }
+
+/**
+ * Lets I/O that arrived with the answer's last bytes (the next job's request, a platform's
+ * event) go first, before the ~0.5 ms per MB of checking and decoding the image.
+ */
+const yieldToIo = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 function snippet(text: string): string {
   const s = text.trim().replace(/\s+/g, ' ').slice(0, 120);

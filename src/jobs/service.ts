@@ -46,6 +46,8 @@ export class JobService {
   private readonly running = new Set<Job>();
   /** Generated, not yet delivered: shutdown gives their uploads a moment. */
   private readonly delivering = new Set<Job>();
+  /** Image files being written to DATA_DIR (shutdown lets them finish before the store closes). */
+  private readonly keeping = new Set<Promise<void>>();
   private readonly jobs = new Map<string, Job>();
   /**
    * Ended jobs, for a while, for late button clicks and lookups: what they asked for, not
@@ -211,6 +213,7 @@ export class JobService {
     if (inFlight.length > 0 && graceMs > 0) {
       await Promise.race([Promise.allSettled(inFlight), new Promise((r) => setTimeout(r, graceMs).unref())]);
     }
+    await Promise.allSettled([...this.keeping]);
     this.suspending = true;
     for (const job of [...this.running]) {
       if (store) {
@@ -370,14 +373,35 @@ export class JobService {
 
   private complete(job: Job, image: GeneratedImage, generationMs: number): void {
     if (job.ended) return; // cancelled in between
+    this.log.info({ jobId: job.id, generationMs, bytes: image.bytes.length }, 'image generated');
+    // Delivery starts now; the image file is written alongside it, off the event loop.
+    const keeping = this.keepImage(job, image);
+    this.keeping.add(keeping);
+    void keeping.finally(() => this.keeping.delete(keeping));
+    job.emit({ type: 'done', image, generationMs });
+  }
+
+  /**
+   * Keeps the image in DATA_DIR until it is delivered, so a restart delivers it instead of
+   * generating it again. Written while the upload starts (an upload takes round trips to the
+   * platform, the file a few ms); a job delivered or cancelled before the file is written keeps
+   * its end in the row (markGenerated only moves a running job) and the file is dropped.
+   */
+  private async keepImage(job: Job, image: GeneratedImage): Promise<void> {
+    const { store } = this.deps;
+    if (!store) return;
     try {
-      this.deps.store?.markGenerated(job.id, image);
+      const file = await store.saveImage(job.id, image);
+      if (store.markGenerated(job.id, file, image.mime)) {
+        this.log.debug({ jobId: job.id, file }, 'image kept in DATA_DIR until delivered');
+      } else {
+        store.discardImage(file);
+        this.log.debug({ jobId: job.id }, 'the job ended before its image was kept; file dropped');
+      }
     } catch (error) {
-      // The image is in memory: deliver it anyway; only a crash now could lose it.
+      // The image is in memory and on its way; only a crash before delivery would cost a regeneration.
       this.log.error({ jobId: job.id, err: error }, 'could not keep the image in DATA_DIR');
     }
-    this.log.info({ jobId: job.id, generationMs, bytes: image.bytes.length }, 'image generated');
-    job.emit({ type: 'done', image, generationMs });
   }
 
   /** While a job waits on a cold start, tell it how long it has been, once a second. */

@@ -1,4 +1,5 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync, renameSync, readdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, readdirSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { GeneratedImage, JobState, Platform, Requester } from './types.js';
@@ -41,8 +42,9 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 
 /**
  * SQLite (better-sqlite3) in DATA_DIR/fairbot.db; images waiting for delivery in
- * DATA_DIR/images. Synchronous on purpose: a write is tens of microseconds and a job
- * is recorded before its user is told it is queued.
+ * DATA_DIR/images. Rows are written synchronously on purpose: a write is tens of
+ * microseconds and a job is recorded before its user is told it is queued. Image files
+ * (megabytes) are written off the event loop.
  */
 export class JobStore {
   private readonly db: Database.Database;
@@ -84,7 +86,7 @@ export class JobStore {
       setState: this.db.prepare(`UPDATE jobs SET state = @state, error = @error, updated_at = @now WHERE id = @id`),
       start: this.db.prepare(`UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = @now WHERE id = @id`),
       generated: this.db.prepare(
-        `UPDATE jobs SET state = 'generated', image_file = @file, image_mime = @mime, updated_at = @now WHERE id = @id`,
+        `UPDATE jobs SET state = 'generated', image_file = @file, image_mime = @mime, updated_at = @now WHERE id = @id AND state = 'running'`,
       ),
       reply: this.db.prepare(`UPDATE jobs SET reply = @reply, updated_at = @now WHERE id = @id`),
       get: this.db.prepare(`SELECT * FROM jobs WHERE id = ?`),
@@ -117,13 +119,30 @@ export class JobStore {
     this.stmts.setState.run({ id, state: 'queued', error: null, now: Date.now() });
   }
 
-  /** Keeps the image bytes until the image is delivered, so a restart can still deliver it. */
-  markGenerated(id: string, image: GeneratedImage): void {
+  /**
+   * Writes the image bytes to DATA_DIR/images (in libuv's thread pool: a 5 MB write on a
+   * slow disk must not hold up the bot) and returns the file's name for markGenerated.
+   */
+  async saveImage(id: string, image: GeneratedImage): Promise<string> {
     const file = `${id}.${image.extension}`;
     const tmp = join(this.imageDir, `${file}.tmp`);
-    writeFileSync(tmp, image.bytes);
-    renameSync(tmp, join(this.imageDir, file));
-    this.stmts.generated.run({ id, file, mime: image.mime, now: Date.now() });
+    await writeFile(tmp, image.bytes);
+    await rename(tmp, join(this.imageDir, file));
+    return file;
+  }
+
+  /**
+   * Records the saved image, so a restart delivers it rather than generating it again.
+   * False when the job is no longer running (delivered or cancelled meanwhile): the row
+   * keeps its end, and the caller discards the file.
+   */
+  markGenerated(id: string, file: string, mime: GeneratedImage['mime']): boolean {
+    return this.stmts.generated.run({ id, file, mime, now: Date.now() }).changes > 0;
+  }
+
+  /** Removes an image file no row points to (its job ended while it was being saved). */
+  discardImage(file: string): void {
+    rmSync(join(this.imageDir, file), { force: true });
   }
 
   markEnded(id: string, state: 'delivered' | 'failed' | 'cancelled', error?: string): void {

@@ -33,6 +33,7 @@ import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
+import busboy from 'busboy';
 import { WebSocketServer, WebSocket, type RawData } from 'ws';
 import { recordOutput, registerSecret } from '../helpers/secret-scan.js';
 
@@ -309,30 +310,76 @@ interface ParsedBody {
   files: UploadedFile[];
 }
 
-async function parseBody(req: IncomingMessage, raw: Buffer): Promise<ParsedBody> {
+/**
+ * The request body: JSON, or multipart/form-data (payload_json and files, as discord.js
+ * sends uploads) parsed by busboy as the bytes arrive, so a stand-in sharing the event loop
+ * with the bot spends little of it on an upload. File bytes are exactly what was sent.
+ */
+function readParsedBody(req: IncomingMessage): Promise<ParsedBody> {
   const type = req.headers['content-type'] ?? '';
-  if (raw.length === 0) return { json: undefined, files: [] };
-  if (type.startsWith('multipart/form-data')) {
-    // undici's (Node's) multipart parser; File bytes are exactly what was sent.
-    const form = await new Response(raw, { headers: { 'content-type': type } }).formData();
+  if (!type.startsWith('multipart/form-data')) {
+    return readBody(req).then((raw) => {
+      if (raw.length === 0) return { json: undefined, files: [] };
+      if (type.startsWith('application/json')) return { json: parseJson(raw.toString('utf8')), files: [] };
+      throw new DiscordError(400, 50109, 'The request body contains invalid JSON.');
+    });
+  }
+  return new Promise((resolve, reject) => {
     let json: unknown;
     const files: UploadedFile[] = [];
-    for (const [field, value] of form.entries()) {
-      if (typeof value === 'string') {
-        if (field === 'payload_json') json = parseJson(value);
-        continue;
-      }
-      files.push({
-        field,
-        filename: value.name,
-        contentType: value.type,
-        bytes: Buffer.from(await value.arrayBuffer()),
-      });
+    let openFiles = 0;
+    let parsed = false;
+    const settle = () => {
+      if (parsed && openFiles === 0) resolve({ json, files });
+    };
+    const fail = (error: unknown) => {
+      reject(error instanceof DiscordError ? error : new DiscordError(400, 50109, `The request body is not valid multipart: ${String(error)}`));
+      req.unpipe();
+      req.resume();
+    };
+    let form: busboy.Busboy;
+    try {
+      form = busboy({ headers: req.headers, defParamCharset: 'utf8', limits: { fieldSize: MAX_BODY_BYTES, fileSize: MAX_BODY_BYTES } });
+    } catch (error) {
+      return fail(error);
     }
-    return { json, files };
-  }
-  if (type.startsWith('application/json')) return { json: parseJson(raw.toString('utf8')), files: [] };
-  throw new DiscordError(400, 50109, 'The request body contains invalid JSON.');
+    form.on('field', (field, value) => {
+      if (field !== 'payload_json') return;
+      try {
+        json = parseJson(value);
+      } catch (error) {
+        fail(error);
+      }
+    });
+    form.on('file', (field, stream, info) => {
+      // Kept in the order the parts came (files[0] is the first file part).
+      const file: UploadedFile = { field, filename: info.filename, contentType: info.mimeType, bytes: Buffer.alloc(0) };
+      files.push(file);
+      openFiles++;
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        file.bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+        openFiles--;
+        settle();
+      });
+    });
+    form.on('close', () => {
+      parsed = true;
+      settle();
+    });
+    form.on('error', fail);
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        fail(new DiscordError(413, 40005, 'Request entity too large'));
+        req.destroy();
+      }
+    });
+    req.on('error', fail);
+    req.pipe(form);
+  });
 }
 
 function parseJson(text: string): unknown {
@@ -697,8 +744,7 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
     let answer: unknown;
     let record: (() => void) | undefined;
     try {
-      const raw = await readBody(req);
-      const parsed = await parseBody(req, raw);
+      const parsed = await readParsedBody(req);
       call.body = parsed.json;
       call.files = parsed.files;
       if (parsed.json !== undefined) {

@@ -15,6 +15,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { discordMessages } from '../../messages.js';
 import type { Metrics } from '../../metrics.js';
+import { withUploadBytes } from './rest.js';
 
 /** On every message: prompts and captions never ping anyone. */
 export const NO_MENTIONS = { parse: [] as [] };
@@ -323,7 +324,7 @@ export class WebhookReply {
 
   private async patch(content: string, file?: UploadFile, components?: Rows): Promise<void> {
     const { body, files } = messageBody(content, file, NO_MENTIONS, components);
-    await this.rest.patch(this.route(), { body, files, auth: false });
+    await withUploadBytes(files, () => this.rest.patch(this.route(), { body, files, auth: false }));
   }
 
   private noteFailure(error: unknown, what: string): void {
@@ -339,5 +340,5 @@ export async function postToChannel(
   message: { content: string; allowedUserIds: string[]; file?: UploadFile; components?: Rows },
 ): Promise<void> {
   const { body, files } = messageBody(message.content, message.file, { parse: [], users: message.allowedUserIds }, message.components);
-  await rest.post(Routes.channelMessages(channelId), { body, files });
+  await withUploadBytes(files, () => rest.post(Routes.channelMessages(channelId), { body, files }));
 }

@@ -14,16 +14,33 @@ type ResponseLike = Awaited<ReturnType<MakeRequest>>;
  * function"), so every attachment would be lost, depending on which client spoke first
  * (discord.js issues #10946, #11525). Uploads therefore never reach undici 6 as FormData:
  * the multipart body is encoded here and streamed, with its Content-Length computed up
- * front, by the project's own undici (7). The image is read from the Blob discord.js
- * made of it, chunk by chunk: no encoded copy of the whole body is built (an earlier
- * version buffered it, one more image copy per upload in flight). Every other request
- * goes through discord.js's default path.
+ * front, by the project's own undici (7). The image goes out as the very Buffer the
+ * adapter gave discord.js (registered by `withUploadBytes` under its file name), not read
+ * back from the Blob discord.js made of it; no encoded copy of the whole body is built.
+ * Every other request goes through discord.js's default path.
  */
 export const makeRequest: MakeRequest = async (url, init) => {
   const body: unknown = init.body;
   if (body instanceof FormData) return sendMultipart(url, init, body);
   return DefaultRestOptions.makeRequest(url, init);
 };
+
+/** Bytes of files being uploaded, by file name (image names carry the job id). */
+const uploadBytes = new Map<string, Buffer>();
+
+/**
+ * Runs a discord.js call that uploads `files`, with their bytes registered so the multipart
+ * body is written from them directly (through discord.js's retries too): no read back from
+ * a Blob, chunk by chunk through a web stream, which cost ~1 ms per MB.
+ */
+export async function withUploadBytes<T>(files: Array<{ name: string; data: Buffer }> | undefined, send: () => Promise<T>): Promise<T> {
+  for (const f of files ?? []) uploadBytes.set(f.name, f.data);
+  try {
+    return await send();
+  } finally {
+    for (const f of files ?? []) if (uploadBytes.get(f.name) === f.data) uploadBytes.delete(f.name);
+  }
+}
 
 /** multipart/form-data as the fetch spec encodes FormData (RFC 7578), parts in order. */
 export function encodeMultipart(form: FormData): { contentType: string; length: number; stream(): Readable } {
@@ -40,13 +57,14 @@ export function encodeMultipart(form: FormData): { contentType: string; length: 
       );
     } else {
       const file = value as File;
+      const original = uploadBytes.get(file.name);
       const filename = typeof file.name === 'string' ? `; filename="${escape(file.name)}"` : '';
       parts.push(
         Buffer.from(
           `--${boundary}\r\nContent-Disposition: form-data; name="${escape(name)}"${filename}\r\n` +
             `Content-Type: ${file.type || 'application/octet-stream'}\r\n\r\n`,
         ),
-        file,
+        original?.length === file.size ? original : file,
         Buffer.from('\r\n'),
       );
     }
@@ -57,7 +75,10 @@ export function encodeMultipart(form: FormData): { contentType: string; length: 
     contentType: `multipart/form-data; boundary=${boundary}`,
     length,
     stream: () =>
-      Readable.from(
+      // Every part in memory (the usual case): written as they are, a Buffer at a time.
+      parts.every((p) => Buffer.isBuffer(p))
+        ? Readable.from(parts as Buffer[], { objectMode: false })
+        : Readable.from(
         (async function* () {
           for (const part of parts) {
             if (Buffer.isBuffer(part)) yield part;

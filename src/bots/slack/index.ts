@@ -8,6 +8,7 @@ import { registerListeners } from './listeners/index.js';
 import { boltLogger } from './logger.js';
 import { SlackFollowers } from './follow.js';
 import { Inflight } from './reply.js';
+import { slackFetch } from './fetch.js';
 
 /** Slash commands and interactive payloads are small; anything bigger is refused (413). */
 export const SLACK_BODY_LIMIT_BYTES = 256 * 1024;
@@ -59,7 +60,7 @@ export async function startSlackBot(services: Services): Promise<SlackBot> {
   const token = config.slackBotToken;
   if (!token) throw new Error('SLACK_BOT_TOKEN is not set');
   const logger = boltLogger(log);
-  const clientOptions: webApi.WebClientOptions = { slackApiUrl: config.slackApiUrl, retryConfig, timeout: 30_000 };
+  const clientOptions: webApi.WebClientOptions = { slackApiUrl: config.slackApiUrl, retryConfig, timeout: 30_000, fetch: slackFetch };
   const socketMode = Boolean(config.slackAppToken);
 
   let receiver: HTTPReceiver | SocketModeReceiver;
@@ -70,7 +71,7 @@ export async function startSlackBot(services: Services): Promise<SlackBot> {
       // apps.connections.open goes to the same Web API base. (Re)connecting is patient:
       // keep trying through an outage, at most 30 s apart (the SDK's own default lets
       // the gaps grow without bound).
-      installerOptions: { clientOptions: { slackApiUrl: config.slackApiUrl, retryConfig: socketRetryConfig, timeout: 30_000 } },
+      installerOptions: { clientOptions: { slackApiUrl: config.slackApiUrl, retryConfig: socketRetryConfig, timeout: 30_000, fetch: slackFetch } },
     });
   } else {
     if (!config.slackSigningSecret) throw new Error('SLACK_SIGNING_SECRET must be set for Slack HTTP mode (or set SLACK_APP_TOKEN)');
