@@ -15,7 +15,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { discordMessages } from '../../messages.js';
 import type { Metrics } from '../../metrics.js';
-import { withUploadBytes } from './rest.js';
+import { messageRequest } from './rest.js';
 
 /** On every message: prompts and captions never ping anyone. */
 export const NO_MENTIONS = { parse: [] as [] };
@@ -204,7 +204,7 @@ function messageBody(content: string, file: UploadFile | undefined, allowedMenti
   if (file) body.attachments = [{ id: '0', filename: file.name }];
   // Absent: the message keeps its buttons; [] removes them.
   if (components) body.components = components;
-  return { body, files: file ? [{ name: file.name, data: file.data, contentType: file.contentType }] : undefined };
+  return messageRequest(body, file ? [{ name: file.name, data: file.data, contentType: file.contentType }] : undefined);
 }
 
 /**
@@ -323,8 +323,7 @@ export class WebhookReply {
   }
 
   private async patch(content: string, file?: UploadFile, components?: Rows): Promise<void> {
-    const { body, files } = messageBody(content, file, NO_MENTIONS, components);
-    await withUploadBytes(files, () => this.rest.patch(this.route(), { body, files, auth: false }));
+    await this.rest.patch(this.route(), { ...messageBody(content, file, NO_MENTIONS, components), auth: false });
   }
 
   private noteFailure(error: unknown, what: string): void {
@@ -339,6 +338,5 @@ export async function postToChannel(
   channelId: string,
   message: { content: string; allowedUserIds: string[]; file?: UploadFile; components?: Rows },
 ): Promise<void> {
-  const { body, files } = messageBody(message.content, message.file, { parse: [], users: message.allowedUserIds }, message.components);
-  await withUploadBytes(files, () => rest.post(Routes.channelMessages(channelId), { body, files }));
+  await rest.post(Routes.channelMessages(channelId), messageBody(message.content, message.file, { parse: [], users: message.allowedUserIds }, message.components));
 }

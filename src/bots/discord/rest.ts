@@ -12,86 +12,87 @@ type ResponseLike = Awaited<ReturnType<MakeRequest>>;
  * process-wide dispatcher. Once undici 7 (which this project uses for Fair and the
  * diffusion server) has installed that dispatcher, such bodies fail ("action is not a
  * function"), so every attachment would be lost, depending on which client spoke first
- * (discord.js issues #10946, #11525). Uploads therefore never reach undici 6 as FormData:
- * the multipart body is encoded here and streamed, with its Content-Length computed up
- * front, by the project's own undici (7). The image goes out as the very Buffer the
- * adapter gave discord.js (registered by `withUploadBytes` under its file name), not read
- * back from the Blob discord.js made of it; no encoded copy of the whole body is built.
- * Every other request goes through discord.js's default path.
+ * (discord.js issues #10946, #11525). Uploads therefore never reach undici 6: the bot hands
+ * discord.js a `MultipartUpload` as a pass-through body (no FormData, no Blob copy of the
+ * image), and `makeRequest` streams it, with its Content-Length computed up front, through
+ * the project's own undici (7). discord.js still does the rest (routes, rate limits,
+ * retries). Every other request goes through discord.js's default path.
  */
 export const makeRequest: MakeRequest = async (url, init) => {
   const body: unknown = init.body;
-  if (body instanceof FormData) return sendMultipart(url, init, body);
+  if (body instanceof MultipartUpload) return sendMultipart(url, init, body);
+  // A FormData only if some discord.js path builds one itself (the bot's uploads do not).
+  if (body instanceof FormData) return sendMultipart(url, init, await MultipartUpload.fromFormData(body));
   return DefaultRestOptions.makeRequest(url, init);
 };
 
-/** Bytes of files being uploaded, by file name (image names carry the job id). */
-const uploadBytes = new Map<string, Buffer>();
+export interface UploadPart {
+  name: string;
+  data: Buffer;
+  contentType: string;
+}
 
 /**
- * Runs a discord.js call that uploads `files`, with their bytes registered so the multipart
- * body is written from them directly (through discord.js's retries too): no read back from
- * a Blob, chunk by chunk through a web stream, which cost ~1 ms per MB.
+ * A message with files as multipart/form-data (RFC 7578, as Discord takes uploads:
+ * `payload_json`, then `files[n]`), encoded from the image's own bytes: the parts are the
+ * Buffers themselves, written one after another; no copy of the whole body is built.
  */
-export async function withUploadBytes<T>(files: Array<{ name: string; data: Buffer }> | undefined, send: () => Promise<T>): Promise<T> {
-  for (const f of files ?? []) uploadBytes.set(f.name, f.data);
-  try {
-    return await send();
-  } finally {
-    for (const f of files ?? []) if (uploadBytes.get(f.name) === f.data) uploadBytes.delete(f.name);
-  }
-}
+export class MultipartUpload {
+  readonly contentType: string;
+  readonly length: number;
+  private readonly parts: Buffer[] = [];
 
-/** multipart/form-data as the fetch spec encodes FormData (RFC 7578), parts in order. */
-export function encodeMultipart(form: FormData): { contentType: string; length: number; stream(): Readable } {
-  const boundary = `----fairbot-formdata-${randomBytes(16).toString('hex')}`;
-  // As undici (and browsers) write them: names escaped, string values with CRLF line ends.
-  const escape = (s: string) => s.replace(/\n/g, '%0A').replace(/\r/g, '%0D').replace(/"/g, '%22');
-  const parts: Array<Buffer | Blob> = [];
-  for (const [name, value] of form) {
-    if (typeof value === 'string') {
-      parts.push(
-        Buffer.from(
-          `--${boundary}\r\nContent-Disposition: form-data; name="${escape(name)}"\r\n\r\n${value.replace(/\r?\n|\r/g, '\r\n')}\r\n`,
-        ),
-      );
-    } else {
-      const file = value as File;
-      const original = uploadBytes.get(file.name);
-      const filename = typeof file.name === 'string' ? `; filename="${escape(file.name)}"` : '';
-      parts.push(
-        Buffer.from(
-          `--${boundary}\r\nContent-Disposition: form-data; name="${escape(name)}"${filename}\r\n` +
-            `Content-Type: ${file.type || 'application/octet-stream'}\r\n\r\n`,
-        ),
-        original?.length === file.size ? original : file,
-        Buffer.from('\r\n'),
-      );
+  constructor(fields: Array<[name: string, value: string | UploadPart]>) {
+    const boundary = `----fairbot-formdata-${randomBytes(16).toString('hex')}`;
+    // As undici (and browsers) write them: names escaped, string values with CRLF line ends.
+    const escape = (s: string) => s.replace(/\n/g, '%0A').replace(/\r/g, '%0D').replace(/"/g, '%22');
+    for (const [name, value] of fields) {
+      if (typeof value === 'string') {
+        this.parts.push(
+          Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${escape(name)}"\r\n\r\n${value.replace(/\r?\n|\r/g, '\r\n')}\r\n`),
+        );
+      } else {
+        this.parts.push(
+          Buffer.from(
+            `--${boundary}\r\nContent-Disposition: form-data; name="${escape(name)}"; filename="${escape(value.name)}"\r\n` +
+              `Content-Type: ${value.contentType || 'application/octet-stream'}\r\n\r\n`,
+          ),
+          value.data,
+          Buffer.from('\r\n'),
+        );
+      }
     }
+    this.parts.push(Buffer.from(`--${boundary}--\r\n`));
+    this.contentType = `multipart/form-data; boundary=${boundary}`;
+    this.length = this.parts.reduce((n, p) => n + p.length, 0);
   }
-  parts.push(Buffer.from(`--${boundary}--\r\n`));
-  const length = parts.reduce((n, p) => n + (Buffer.isBuffer(p) ? p.length : p.size), 0);
-  return {
-    contentType: `multipart/form-data; boundary=${boundary}`,
-    length,
-    stream: () =>
-      // Every part in memory (the usual case): written as they are, a Buffer at a time.
-      parts.every((p) => Buffer.isBuffer(p))
-        ? Readable.from(parts as Buffer[], { objectMode: false })
-        : Readable.from(
-        (async function* () {
-          for (const part of parts) {
-            if (Buffer.isBuffer(part)) yield part;
-            else for await (const chunk of part.stream()) yield chunk as Uint8Array;
-          }
-        })(),
-        { objectMode: false },
-      ),
-  };
+
+  /** A message body (sent as payload_json) with its files. */
+  static message(payload: unknown, files: UploadPart[]): MultipartUpload {
+    return new MultipartUpload([['payload_json', JSON.stringify(payload)], ...files.map((f, i): [string, UploadPart] => [`files[${i}]`, f])]);
+  }
+
+  static async fromFormData(form: FormData): Promise<MultipartUpload> {
+    const fields: Array<[string, string | UploadPart]> = [];
+    for (const [name, value] of form) {
+      if (typeof value === 'string') fields.push([name, value]);
+      else fields.push([name, { name: (value as File).name, data: Buffer.from(await value.arrayBuffer()), contentType: value.type }]);
+    }
+    return new MultipartUpload(fields);
+  }
+
+  /** A fresh body stream (discord.js may send a request again). */
+  stream(): Readable {
+    return Readable.from(this.parts, { objectMode: false });
+  }
 }
 
-async function sendMultipart(url: string, init: Parameters<MakeRequest>[1], form: FormData): Promise<ResponseLike> {
-  const encoded = encodeMultipart(form);
+/** discord.js request options for a message body with optional files. */
+export function messageRequest(payload: Record<string, unknown>, files: UploadPart[] | undefined): { body: unknown; passThroughBody?: true } {
+  return files?.length ? { body: MultipartUpload.message(payload, files), passThroughBody: true } : { body: payload };
+}
+
+async function sendMultipart(url: string, init: Parameters<MakeRequest>[1], encoded: MultipartUpload): Promise<ResponseLike> {
   const headers: Record<string, string> = {};
   for (const [key, value] of Object.entries((init.headers as Record<string, string> | undefined) ?? {})) {
     if (!/^content-(type|length)$/i.test(key)) headers[key] = value;
