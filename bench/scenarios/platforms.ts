@@ -11,7 +11,7 @@ import { snowflake, startDiscordStandin, type DiscordStandin } from '../../test/
 import type { FairStandin } from '../../test/standins/fair.js';
 import { startSlackStandin, type SlackStandin } from '../../test/standins/slack.js';
 import { forkChild } from '../lib/ipc.js';
-import { benchEnv, MB, nullStream, startStandins, within, type StandinOptions } from '../lib/rig.js';
+import { benchEnv, benchPng, MB, nullStream, startStandins, within, type StandinOptions } from '../lib/rig.js';
 import { generationOf, overheadRun, type OverheadRun } from './core.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -115,6 +115,9 @@ export async function slackOverhead(opts: { jobs: number; runTag: string; genera
       if (arrivedAt === undefined) throw new Error('bench: never saw the command reach the bot');
       // Let the job's last messages (status edit, buttons) go out before the next one starts.
       await quiet(() => slack.calls.length);
+      // The exact image is in the channel; then the stand-in lets go of it (see releaseFiles).
+      if (!slack.fileShares[shares]!.files[0]?.bytes.equals(benchPng(MB))) throw new Error(`bench: the image for ${prompt} arrived damaged`);
+      slack.releaseFiles();
       if (i < 0) continue;
       totals.push(t1 - arrivedAt);
       fromSend.push(t1 - t0);
@@ -143,6 +146,9 @@ export async function discordOverhead(opts: { jobs: number; runTag: string; gene
       await discord.waitFor(() => (discord.originalMessage(id)?.attachments.length ?? 0) > 0, 30_000, `the image for ${prompt}`);
       const t1 = performance.now();
       await quiet(() => discord.requests.length);
+      // The exact image is in the reply; then the stand-in lets go of it (see releaseFiles).
+      if (!discord.originalMessage(id)!.attachments[0]!.bytes.equals(benchPng(MB))) throw new Error(`bench: the image for ${prompt} arrived damaged`);
+      discord.releaseFiles();
       if (i < 0) continue;
       totals.push(t1 - t0);
       gens.push(generationOf(d, prompt));
