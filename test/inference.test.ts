@@ -97,6 +97,24 @@ describe('bad answers through the job pipeline', () => {
   });
 });
 
+describe('answers one after another', () => {
+  it('each image keeps its own bytes while later answers are read (the body buffer is reused)', async () => {
+    const sizes = [300_000, 1_200_000, 40_000, 2_500_000, 900_000];
+    const images = new Map(sizes.map((n, i) => [`image ${i}`, pngForPrompt(`image ${i}`, { minBytes: n })]));
+    const diffusion = await startDiffusionStandin({ imageFor: (p) => images.get(p)! });
+    const client = new InferenceClient({ inferTimeoutMs: 5_000 });
+    try {
+      const got: Buffer[] = [];
+      for (const prompt of images.keys()) got.push(await client.infer(diffusion.url, prompt).then((i) => i.bytes));
+      // Checked at the end: an image that pointed into a reused buffer would now hold a later body.
+      expect(got.map((b, i) => b.equals(images.get(`image ${i}`)!))).toEqual(sizes.map(() => true));
+    } finally {
+      await client.close();
+      await diffusion.close();
+    }
+  });
+});
+
 describe('a server that trickles its answer', () => {
   let server: Server | undefined;
   afterEach(async () => {

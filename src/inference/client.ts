@@ -133,13 +133,15 @@ export class InferenceClient {
       read: async () => {
         let body: Buffer;
         try {
-          body = await readLimitedBytes(res, MAX_ANSWER_BYTES);
+          body = await readLimitedBytes(res, MAX_ANSWER_BYTES, answerBuffers);
         } catch (error) {
           return failed(error);
         }
         clearTimeout(timer);
         await yieldToIo();
+        // The image is decoded into a buffer of its own (nothing returned points into the body).
         const answer = parseInferAnswerBytes(body);
+        answerBuffers.giveBack(body);
         if ('problem' in answer) throw new InferenceError('bad-response', answer.problem);
         return answer.image;
       },
@@ -170,7 +172,39 @@ async function readLimited(res: Dispatcher.ResponseData, limit: number): Promise
   return (await readLimitedBytes(res, limit)).toString('utf8');
 }
 
-function readLimitedBytes(res: Dispatcher.ResponseData, limit: number): Promise<Buffer> {
+/**
+ * The buffer an answer's body is read into, kept for the next answer: a body (1.4× the
+ * image, as base64) is garbage once decoded, and megabytes of it per job would otherwise
+ * wait for the garbage collector, which raises the peak memory when answers come quickly.
+ * One buffer of at most 8 MB (the body of a 5 MB image fits) is kept.
+ */
+class AnswerBuffers {
+  private spare: ArrayBuffer | undefined;
+  /** Memory handed out by take(): nothing else (Node's shared small-buffer pool above all) is ever kept. */
+  private readonly ours = new WeakSet<ArrayBufferLike>();
+  private static readonly KEEP_MAX = 8 * 1024 * 1024;
+
+  take(length: number): Buffer {
+    const spare = this.spare;
+    if (spare && spare.byteLength >= length) {
+      this.spare = undefined;
+      return Buffer.from(spare, 0, length);
+    }
+    const fresh = Buffer.allocUnsafeSlow(length);
+    this.ours.add(fresh.buffer);
+    return fresh;
+  }
+
+  /** Only once nothing refers to `body` any more. */
+  giveBack(body: Buffer): void {
+    const whole = body.buffer;
+    if (!this.ours.has(whole) || whole.byteLength > AnswerBuffers.KEEP_MAX || whole === this.spare) return;
+    if (!this.spare || this.spare.byteLength < whole.byteLength) this.spare = whole as ArrayBuffer;
+  }
+}
+const answerBuffers = new AnswerBuffers();
+
+function readLimitedBytes(res: Dispatcher.ResponseData, limit: number, buffers?: AnswerBuffers): Promise<Buffer> {
   // Refused on its announced length: no point reading 30 MB to say no.
   const announced = Number(res.headers['content-length'] ?? NaN);
   if (announced > limit) {
@@ -178,7 +212,7 @@ function readLimitedBytes(res: Dispatcher.ResponseData, limit: number): Promise<
     return Promise.reject(new InferenceError('bad-response', TOO_LARGE));
   }
   // With a length, chunks are copied into one buffer as they come: no list, no concat at the end.
-  let whole = Number.isSafeInteger(announced) && announced > 0 ? Buffer.allocUnsafe(announced) : undefined;
+  let whole = Number.isSafeInteger(announced) && announced > 0 ? (buffers?.take(announced) ?? Buffer.allocUnsafe(announced)) : undefined;
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;

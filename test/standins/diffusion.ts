@@ -100,21 +100,6 @@ export async function readBody(req: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-/** `{"output":{"image_b64":"<base64>"}` of an image, as bytes, built once per image. */
-const answerHeads = new WeakMap<Buffer, Buffer>();
-function answerHead(image: Buffer): Buffer {
-  let head = answerHeads.get(image);
-  if (!head) {
-    const b64 = image.toString('base64');
-    head = Buffer.alloc(24 + b64.length + 2);
-    const at = head.write('{"output":{"image_b64":"');
-    head.write(b64, at, 'latin1');
-    head.write('"}', at + b64.length);
-    answerHeads.set(image, head);
-  }
-  return head;
-}
-
 export function startDiffusionStandin(opts: DiffusionOptions = {}): Promise<DiffusionStandin> {
   const { loadDelayMs = 0, generationMs = 0, legacy = false } = opts;
   const imageFor = opts.imageFor ?? ((p: string) => pngForPrompt(p, { minBytes: opts.minImageBytes }));
@@ -219,15 +204,10 @@ export function startDiffusionStandin(opts: DiffusionOptions = {}): Promise<Diff
       timers.delete(t);
       if (res.destroyed) return end(rec);
       const image = imageFor(prompt);
-      // The JSON a real server sends ({"output":{"image_b64":…},"analytics":{…}}), written as
-      // bytes: the base64 is encoded once per image and no megabyte strings are made, which
-      // would sit on the V8 heap the bot shares with this stand-in in tests and the bench.
-      const tail = Buffer.from(`,"analytics":${JSON.stringify({ inference_time_ms: Math.round(performance.now() - rec.startedAt) })}}`);
-      const head = answerHead(image);
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': head.length + tail.length });
-      res.write(head);
-      res.end(tail);
-      end(rec, 200);
+      reply(200, {
+        output: { image_b64: image.toString('base64') },
+        analytics: { inference_time_ms: Math.round(performance.now() - rec.startedAt) },
+      });
     }, generationMs);
     timers.add(t);
   }
