@@ -154,6 +154,12 @@ async function main() {
         ...colds.map((c) => [`requests served of 20, cold start ${c} s`, span(burst[c]!.tutorial.map((b) => b.served)), span(burst[c]!.fairbot.map((b) => b.served))]),
         warmRow('p50'),
         warmRow('p99'),
+        ...(['p50', 'p99'] as const).flatMap((p) => {
+          // The same ratio whatever the machine's phase: both rows are measured in this run.
+          const fb = core.find((r) => r.id === `core-${p}`);
+          const tut = summarize(tutorialWarm.map((r) => r[p])).median;
+          return fb && tut > 0 ? [[`fairbot ÷ tutorial flow, warm ${p}`, '1', `${(fb.summary.median / tut).toFixed(2)}`]] : [];
+        }),
       ],
     );
   }
