@@ -7,7 +7,6 @@
 import { getGlobalDispatcher } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { messages, discordMessages } from '../src/messages.js';
-import { ADMINISTRATOR_PERMISSIONS, snowflake } from './standins/discord.js';
 import { pngForPrompt } from './standins/png.js';
 import {
   buttonIds,
@@ -18,7 +17,9 @@ import {
   ops,
   replyReads,
   replyWithButton,
+  imagine,
   startDiscordRig,
+  users,
   type DiscordRig,
 } from './helpers/discordApp.js';
 
@@ -31,15 +32,9 @@ afterEach(async () => {
   rig = undefined;
 });
 
-const alice = { userId: snowflake(Date.now() - 9e9), userName: 'alice' };
-const bob = { userId: snowflake(Date.now() - 8e9), userName: 'bob' };
-const carol = { userId: snowflake(Date.now() - 7e9), userName: 'carol' };
-const admin = { userId: snowflake(Date.now() - 6e9), userName: 'root', permissions: ADMINISTRATOR_PERMISSIONS };
+const { alice, bob, carol, admin } = users;
 const ADMINS = { ADMIN_IDS: `discord:${admin.userId}` };
 
-function imagine(r: DiscordRig, prompt: string, user: { userId: string; userName: string } = alice) {
-  return r.discord.dispatchInteraction({ name: 'imagine', options: { prompt }, ...user });
-}
 
 function callbackOf(r: DiscordRig, interactionId: string) {
   return r.discord.waitFor(() => r.discord.callbacks.find((c) => c.interactionId === interactionId), 5_000, `the callback for ${interactionId}`);

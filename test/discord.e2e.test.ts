@@ -12,9 +12,9 @@ import { once } from 'node:events';
 import { Events } from 'discord.js';
 import { registerCommands, type DiscordBot } from '../src/bots/discord/index.js';
 import { discordMessages, messages } from '../src/messages.js';
-import { ADMINISTRATOR_PERMISSIONS, snowflake } from './standins/discord.js';
+import { ADMINISTRATOR_PERMISSIONS } from './standins/discord.js';
 import { pngForPrompt } from './standins/png.js';
-import { imageInReply, replyReads, startDiscordRig, type DiscordRig } from './helpers/discordApp.js';
+import { imageInReply, imagine, replyReads, startDiscordRig, users, type DiscordRig } from './helpers/discordApp.js';
 
 // Production order that broke every upload before src/bots/discord/rest.ts (discord.js
 // issues #10946, #11525): undici 7 (used for Fair and the diffusion server) installs the
@@ -27,14 +27,8 @@ afterEach(async () => {
   rig = undefined;
 });
 
-const alice = { userId: snowflake(Date.now() - 9e9), userName: 'alice' };
-const bob = { userId: snowflake(Date.now() - 8e9), userName: 'bob' };
-const carol = { userId: snowflake(Date.now() - 7e9), userName: 'carol' };
-const admin = { userId: snowflake(Date.now() - 6e9), userName: 'root', permissions: ADMINISTRATOR_PERMISSIONS };
+const { alice, bob, carol, admin } = users;
 
-function imagine(r: DiscordRig, prompt: string, user: { userId: string; userName: string } = alice) {
-  return r.discord.dispatchInteraction({ name: 'imagine', options: { prompt }, ...user });
-}
 
 function ack(r: DiscordRig, interactionId: string) {
   return r.discord.waitFor(

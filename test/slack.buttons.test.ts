@@ -3,25 +3,14 @@
 // ETAs and throttled status edits. The real app (startApp) and Bolt against the Slack
 // stand-in over real sockets; clicks are signed block_actions posts (HTTP) or
 // `interactive` envelopes (Socket Mode), as Slack sends them.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ACTIONS } from '../src/bots/slack/blocks.js';
 import { messages, slackMessages } from '../src/messages.js';
-import { captionOf, lastSeen, rerollPosts, SLACK_ADMIN, startSlackRig, type SlackRig } from './helpers/slack.js';
+import { captionOf, DONE_TEXT as DONE, lastSeen, rerollPosts, SLACK_ADMIN, slackRigs, type SlackRig } from './helpers/slack.js';
 import { pngForPrompt } from './standins/png.js';
 import { renderSlackMessage } from './standins/slack.js';
 
-const rigs: SlackRig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0).reverse()) await r.close();
-});
-
-async function rig(opts: Parameters<typeof startSlackRig>[0] = {}): Promise<SlackRig> {
-  const r = await startSlackRig(opts);
-  rigs.push(r);
-  return r;
-}
-
-const DONE = messages.progress({ type: 'done', image: { bytes: Buffer.alloc(0), mime: 'image/png', extension: 'png' }, generationMs: 0 });
+const rig = slackRigs();
 const STATUS = /^(Queued|Warming up the GPU|Generating your image)/;
 const actionIds = (r: SlackRig, m: { blocks?: unknown } | undefined) => r.slack.buttons(m).map((b) => b.action_id);
 

@@ -1,24 +1,13 @@
 // End to end on Slack: the real app (startApp, as `npm start` runs it), the real Bolt
 // app and WebClient, against the Slack stand-in over real sockets, with the Fair and
 // diffusion stand-ins behind it. Assertions are what the user would see.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { messages, slackMessages } from '../src/messages.js';
 import { escapeMrkdwn } from '../src/bots/slack/text.js';
-import { captionOf, SLACK_ADMIN, startSlackRig, type SlackRig } from './helpers/slack.js';
+import { captionOf, DONE_TEXT as DONE, SLACK_ADMIN, slackRigs, startSlackRig, type SlackRig } from './helpers/slack.js';
 import { pngForPrompt } from './standins/png.js';
 
-const rigs: SlackRig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0).reverse()) await r.close();
-});
-
-async function rig(opts: Parameters<typeof startSlackRig>[0] = {}): Promise<SlackRig> {
-  const r = await startSlackRig(opts);
-  rigs.push(r);
-  return r;
-}
-
-const DONE = messages.progress({ type: 'done', image: { bytes: Buffer.alloc(0), mime: 'image/png', extension: 'png' }, generationMs: 0 });
+const rig = slackRigs();
 const lastText = (r: SlackRig, user: string) => r.slack.userView(user).at(-1)?.text;
 
 describe('Slack /imagine', () => {

@@ -3,7 +3,7 @@
  * Discord, Fair and diffusion stand-ins.
  */
 import { startApp, type RunningApp } from '../../src/app.js';
-import { buttonsOf, startDiscordStandin, type DiscordStandin, type DiscordStandinOptions, type StandinMessage } from '../standins/discord.js';
+import { ADMINISTRATOR_PERMISSIONS, buttonsOf, snowflake, startDiscordStandin, type DiscordStandin, type DiscordStandinOptions, type StandinMessage } from '../standins/discord.js';
 import { freePort, startFairStandin, type FairOptions, type FairStandin } from '../standins/fair.js';
 import { FAIR_EMAIL, FAIR_PASSWORD, FAST_TIMING, fairEnv, LogCapture, tempDir } from './app.js';
 import { recordOutput, registerSecret } from './secret-scan.js';
@@ -158,4 +158,17 @@ export function edits(rig: DiscordRig, interactionId: string) {
       const body = (w.body ?? {}) as { content?: string; components?: unknown };
       return { at: w.at, status: w.status, text: body.content, files: w.files.length, components: body.components };
     });
+}
+
+/** The people of the Discord end-to-end suites (admin has Administrator; ADMIN_IDS is up to each test). */
+export const users = {
+  alice: { userId: snowflake(Date.now() - 9e9), userName: 'alice' },
+  bob: { userId: snowflake(Date.now() - 8e9), userName: 'bob' },
+  carol: { userId: snowflake(Date.now() - 7e9), userName: 'carol' },
+  admin: { userId: snowflake(Date.now() - 6e9), userName: 'root', permissions: ADMINISTRATOR_PERMISSIONS },
+};
+
+/** `/imagine prompt` from a user, on the gateway. */
+export function imagine(r: DiscordRig, prompt: string, user: { userId: string; userName: string } = users.alice) {
+  return r.discord.dispatchInteraction({ name: 'imagine', options: { prompt }, ...user });
 }

@@ -1,7 +1,9 @@
 // An end-to-end rig for the Slack adapter: the real app (startApp, as `npm start` runs
 // it) with its Slack side pointed at the Slack stand-in and its GPU side at the Fair
 // stand-in (which spawns the diffusion stand-in on the host port).
+import { afterEach } from 'vitest';
 import { startApp, type RunningApp } from '../../src/app.js';
+import { messages } from '../../src/messages.js';
 import { freePort, startFairStandin, type FairOptions, type FairStandin } from '../standins/fair.js';
 import {
   renderSlackMessage,
@@ -89,4 +91,20 @@ export function rerollPosts(slack: SlackStandin, channel = slack.channelId) {
 /** The last message a user sees (ephemeral). */
 export function lastSeen(slack: SlackStandin, user: string) {
   return slack.userView(user).at(-1);
+}
+
+/** The status text a user reads once their image is posted. */
+export const DONE_TEXT = messages.progress({ type: 'done', image: { bytes: Buffer.alloc(0), mime: 'image/png', extension: 'png' }, generationMs: 0 });
+
+/** A rig starter for one test file: every rig it starts is closed after each test. */
+export function slackRigs(): (opts?: Parameters<typeof startSlackRig>[0]) => Promise<SlackRig> {
+  const rigs: SlackRig[] = [];
+  afterEach(async () => {
+    for (const r of rigs.splice(0).reverse()) await r.close();
+  });
+  return async (opts = {}) => {
+    const r = await startSlackRig(opts);
+    rigs.push(r);
+    return r;
+  };
 }

@@ -604,8 +604,9 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
     public_flags: 0,
   };
 
-  const channelPayload = () => ({
-    id: channelId,
+  /** A guild text channel as Discord describes it (every channel of the stand-in is "general"). */
+  const channelObject = (id: string) => ({
+    id,
     type: 0,
     guild_id: guildId,
     name: 'general',
@@ -615,9 +616,9 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
     nsfw: false,
     last_message_id: null,
     rate_limit_per_user: 0,
-    permission_overwrites: [],
     flags: 0,
   });
+  const channelPayload = () => ({ ...channelObject(channelId), permission_overwrites: [] });
 
   const guildPayload = () => ({
     id: guildId,
@@ -1404,20 +1405,7 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
       data,
       guild: { id: guildId, locale: 'en-US', features: [] },
       guild_id: guildId,
-      channel: {
-        id: targetChannel,
-        type: 0,
-        guild_id: guildId,
-        name: 'general',
-        position: 0,
-        parent_id: null,
-        topic: null,
-        nsfw: false,
-        last_message_id: null,
-        rate_limit_per_user: 0,
-        permissions: input.permissions ?? MEMBER_PERMISSIONS,
-        flags: 0,
-      },
+      channel: { ...channelObject(targetChannel), permissions: input.permissions ?? MEMBER_PERMISSIONS },
       channel_id: targetChannel,
       member,
       token: itoken,

@@ -691,21 +691,7 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     // credential field itself excepted: Slack is where the token belongs).
     const { token: _credential, ...said } = params;
     recordOutput(`slack ${method}`, JSON.stringify(said, (_k, v: unknown) => (Buffer.isBuffer(v) ? `<${v.length} bytes>` : v)));
-    const call: ApiCall = {
-      method,
-      params,
-      contentType: String(req.headers['content-type'] ?? ''),
-      token,
-      at: Date.now(),
-      status: 0,
-      response: undefined,
-    };
-    calls.push(call);
-    const record = (status: number, response: unknown) => {
-      call.status = status;
-      call.response = response;
-      changed();
-    };
+    const { call, record } = logCall(method, params, req, token);
     const reply = (body: Record<string, unknown>) => {
       record(200, body);
       send(res, 200, body);
@@ -816,23 +802,21 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     }
   }
 
-  async function handleUpload(fileId: string, req: IncomingMessage, res: ServerResponse) {
-    const raw = await readBody(req);
-    const call: ApiCall = {
-      method: 'upload',
-      params: { file_id: fileId },
-      contentType: String(req.headers['content-type'] ?? ''),
-      token: tokenOf(req, {}),
-      at: Date.now(),
-      status: 0,
-      response: undefined,
-    };
+  /** Records a call as it arrives; `record` fills in the answer once there is one. */
+  function logCall(method: string, params: ApiCall['params'], req: IncomingMessage, token: ApiCall['token']) {
+    const call: ApiCall = { method, params, contentType: String(req.headers['content-type'] ?? ''), token, at: Date.now(), status: 0, response: undefined };
     calls.push(call);
     const record = (status: number, response: unknown) => {
       call.status = status;
       call.response = response;
       changed();
     };
+    return { call, record };
+  }
+
+  async function handleUpload(fileId: string, req: IncomingMessage, res: ServerResponse) {
+    const raw = await readBody(req);
+    const { call, record } = logCall('upload', { file_id: fileId }, req, tokenOf(req, {}));
     const pending = pendingUploads.get(fileId);
     if (!pending) {
       record(404, 'unknown upload');
