@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseInferAnswerBytes } from '../src/inference/image.js';
+import { cpuCounters, cpuYardstick, loopbackRoundTripUs, stealPercent } from './lib/machine.js';
 import { benchPng, MB } from './lib/rig.js';
 import { fmt, metricsTable, row, table, type Row } from './lib/report.js';
 import { median, round, summarize } from './lib/stats.js';
@@ -34,6 +35,8 @@ const rows: Row[] = [];
 const raw: Record<string, unknown> = {};
 const started = performance.now();
 const loadStart = loadavg();
+const countersStart = cpuCounters();
+const yardstickStart = cpuYardstick();
 
 const progress = (msg: string) => process.stderr.write(`[bench ${((performance.now() - started) / 1000).toFixed(0).padStart(3)} s] ${msg}\n`);
 
@@ -53,7 +56,8 @@ function overheadRows(id: string, label: string, runs: OverheadRun[], note: stri
 }
 
 async function main() {
-  progress(`${quick ? 'quick' : 'full'} run; ${cpus().length} CPUs, load average ${loadStart.map((l) => l.toFixed(2)).join(' ')}`);
+  const roundTripStart = await loopbackRoundTripUs();
+  progress(`${quick ? 'quick' : 'full'} run; ${cpus().length} CPUs, load average ${loadStart.map((l) => l.toFixed(2)).join(' ')}, yardsticks ${yardstickStart.toFixed(2)} ms CPU, ${roundTripStart.toFixed(0)} µs loopback`);
 
   // ---- (1) overhead per job ---------------------------------------------------------------
   if (want('overhead')) {
@@ -166,11 +170,20 @@ async function main() {
 
   // ---- report ---------------------------------------------------------------------------------
   const loadEnd = loadavg();
+  const yardstickEnd = cpuYardstick();
+  const roundTripEnd = await loopbackRoundTripUs();
+  const steal = stealPercent(countersStart, cpuCounters());
   const machine = `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'unknown CPU'}, ${(totalmem() / 1024 ** 3).toFixed(0)} GB, ${platform()} ${release()}, Node ${process.version}`;
   const out: string[] = [];
   out.push(`fairbot bench, ${new Date().toISOString()}${quick ? ' (quick)' : ''}`);
   out.push(`machine: ${machine}`);
   out.push(`load average at start ${loadStart.map((l) => l.toFixed(2)).join(' ')}, at end ${loadEnd.map((l) => l.toFixed(2)).join(' ')} (other work on the machine shows up as spread)`);
+  out.push(
+    `machine speed (bench/lib/machine.ts), start → end: a fixed CPU task ${yardstickStart.toFixed(2)} → ${yardstickEnd.toFixed(2)} ms, ` +
+      `a loopback round trip ${roundTripStart.toFixed(0)} → ${roundTripEnd.toFixed(0)} µs` +
+      `${steal === undefined ? '' : `; CPU taken by the hypervisor: ${steal.toFixed(1)} %`}`,
+  );
+  out.push("  (this VM's speed drifts, and every latency row with it: compare runs by these and by (6)'s tutorial-flow row; see bench/README.md)");
   out.push('values: the median of the runs, with the smallest and largest run; "met" judges the median.');
   out.push('');
   out.push(metricsTable(rows));
@@ -192,6 +205,9 @@ async function main() {
     quick,
     machine,
     loadavg: { start: loadStart, end: loadEnd },
+    speedYardstickMs: { start: round(yardstickStart), end: round(yardstickEnd) },
+    loopbackRoundTripUs: { start: round(roundTripStart, 0), end: round(roundTripEnd, 0) },
+    stealPercent: steal === undefined ? null : round(steal),
     timeScale: SCALE,
     params: { ...P, generationMs: GENERATION_MS },
     metrics: rows,

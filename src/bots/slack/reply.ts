@@ -1,5 +1,6 @@
 import type { types, webApi } from '@slack/bolt';
 import type { Logger } from 'pino';
+import { request } from 'undici';
 import { describeSlackError } from './errors.js';
 import { escapeMrkdwn } from './text.js';
 
@@ -54,17 +55,20 @@ export class ResponseUrl {
     if (!this.url || this.dead) return { ok: false, detail: 'no response_url' };
     if (Date.now() - this.createdAt >= this.limits.ttlMs) return { ok: false, detail: 'response_url expired' };
     try {
-      const res = await fetch(this.url, {
+      // undici's request, as for the other Slack calls (src/bots/slack/fetch.ts): Node's fetch
+      // would wrap this small JSON post and its answer in web streams.
+      const res = await request(this.url, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(RESPONSE_URL_TIMEOUT_MS),
       });
-      const text = await res.text().catch(() => '');
-      if (res.ok) return { ok: true };
+      const text = await res.body.text().catch(() => '');
+      const status = res.statusCode;
+      if (status >= 200 && status < 300) return { ok: true };
       // 404 expired_url / used_url and the like: this URL is done.
-      if (res.status !== 429 && res.status < 500) this.dead = true;
-      return { ok: false, detail: `HTTP ${res.status} ${text.slice(0, 60)}`.trim(), code: `response_url_http_${res.status}` };
+      if (status !== 429 && status < 500) this.dead = true;
+      return { ok: false, detail: `HTTP ${status} ${text.slice(0, 60)}`.trim(), code: `response_url_http_${status}` };
     } catch (error) {
       return { ok: false, detail: error instanceof Error ? error.message : String(error), code: 'response_url_request_error' };
     }
