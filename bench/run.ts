@@ -36,9 +36,13 @@ const raw: Record<string, unknown> = {};
 const started = performance.now();
 const loadStart = loadavg();
 const countersStart = cpuCounters();
-const yardstickStart = cpuYardstick();
+/** The fixed CPU task's time, taken before each run (between measurements, never during one). */
+const yardsticks: number[] = [];
 
-const progress = (msg: string) => process.stderr.write(`[bench ${((performance.now() - started) / 1000).toFixed(0).padStart(3)} s] ${msg}\n`);
+const progress = (msg: string) => {
+  yardsticks.push(cpuYardstick());
+  process.stderr.write(`[bench ${((performance.now() - started) / 1000).toFixed(0).padStart(3)} s] ${msg}\n`);
+};
 
 async function repeat<T>(label: string, runs: number, fn: (run: number) => Promise<T>): Promise<T[]> {
   const out: T[] = [];
@@ -57,7 +61,7 @@ function overheadRows(id: string, label: string, runs: OverheadRun[], note: stri
 
 async function main() {
   const roundTripStart = await loopbackRoundTripUs();
-  progress(`${quick ? 'quick' : 'full'} run; ${cpus().length} CPUs, load average ${loadStart.map((l) => l.toFixed(2)).join(' ')}, yardsticks ${yardstickStart.toFixed(2)} ms CPU, ${roundTripStart.toFixed(0)} µs loopback`);
+  progress(`${quick ? 'quick' : 'full'} run; ${cpus().length} CPUs, load average ${loadStart.map((l) => l.toFixed(2)).join(' ')}, loopback round trip ${roundTripStart.toFixed(0)} µs`);
 
   // ---- (1) overhead per job ---------------------------------------------------------------
   if (want('overhead')) {
@@ -170,7 +174,7 @@ async function main() {
 
   // ---- report ---------------------------------------------------------------------------------
   const loadEnd = loadavg();
-  const yardstickEnd = cpuYardstick();
+  const speed = summarize(yardsticks);
   const roundTripEnd = await loopbackRoundTripUs();
   const steal = stealPercent(countersStart, cpuCounters());
   const machine = `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'unknown CPU'}, ${(totalmem() / 1024 ** 3).toFixed(0)} GB, ${platform()} ${release()}, Node ${process.version}`;
@@ -179,8 +183,8 @@ async function main() {
   out.push(`machine: ${machine}`);
   out.push(`load average at start ${loadStart.map((l) => l.toFixed(2)).join(' ')}, at end ${loadEnd.map((l) => l.toFixed(2)).join(' ')} (other work on the machine shows up as spread)`);
   out.push(
-    `machine speed (bench/lib/machine.ts), start → end: a fixed CPU task ${yardstickStart.toFixed(2)} → ${yardstickEnd.toFixed(2)} ms, ` +
-      `a loopback round trip ${roundTripStart.toFixed(0)} → ${roundTripEnd.toFixed(0)} µs` +
+    `machine speed (bench/lib/machine.ts): a fixed CPU task ${speed.median.toFixed(2)} ms [${speed.min.toFixed(2)}–${speed.max.toFixed(2)}] over ${yardsticks.length} samples between runs; ` +
+      `a loopback round trip ${roundTripStart.toFixed(0)} µs at the start, ${roundTripEnd.toFixed(0)} at the end` +
       `${steal === undefined ? '' : `; CPU taken by the hypervisor: ${steal.toFixed(1)} %`}`,
   );
   out.push("  (this VM's speed drifts, and every latency row with it: compare runs by these and by (6)'s tutorial-flow row; see bench/README.md)");
@@ -205,7 +209,7 @@ async function main() {
     quick,
     machine,
     loadavg: { start: loadStart, end: loadEnd },
-    speedYardstickMs: { start: round(yardstickStart), end: round(yardstickEnd) },
+    speedYardstickMs: { median: round(speed.median), min: round(speed.min), max: round(speed.max), samples: yardsticks.map((y) => round(y)) },
     loopbackRoundTripUs: { start: round(roundTripStart, 0), end: round(roundTripEnd, 0) },
     stealPercent: steal === undefined ? null : round(steal),
     timeScale: SCALE,
