@@ -22,6 +22,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { request } from 'undici';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { recordOutput, registerSecret } from '../helpers/secret-scan.js';
 
@@ -1013,6 +1014,26 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     return `v0=${createHmac('sha256', secret).update(`v0:${timestamp}:${body}`).digest('hex')}`;
   }
 
+  /**
+   * POSTs a signed request to the app as Slack does. undici's request rather than fetch: in
+   * the bench this runs on the event loop the bot shares, and fetch's web streams would put
+   * ~0.2 ms of the stand-in's own work into each job's time.
+   */
+  async function postSigned(target: URL, body: string, timestamp: number, signature: string, contentType?: string): Promise<{ status: number; text: string }> {
+    const res = await request(target, {
+      method: 'POST',
+      headers: {
+        // Exactly this: Bolt does not parse the body with a charset suffix.
+        'content-type': contentType ?? 'application/x-www-form-urlencoded',
+        'x-slack-request-timestamp': String(timestamp),
+        'x-slack-signature': signature,
+        'user-agent': 'Slackbot 1.0 (+https://api.slack.com/robots)',
+      },
+      body,
+    });
+    return { status: res.statusCode, text: await res.body.text() };
+  }
+
   async function sendSlashCommand(
     appUrl: string,
     fields: SlashCommandFields,
@@ -1025,18 +1046,7 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     const timestamp = o.timestamp ?? Math.floor(Date.now() / 1000);
     const signature = o.badSignature ? sign(body, timestamp, `${signingSecret}-wrong`) : sign(body, timestamp);
     const started = performance.now();
-    const res = await fetch(target, {
-      method: 'POST',
-      headers: {
-        // Exactly this: Bolt does not parse the body with a charset suffix.
-        'content-type': o.contentType ?? 'application/x-www-form-urlencoded',
-        'x-slack-request-timestamp': String(timestamp),
-        'x-slack-signature': signature,
-        'user-agent': 'Slackbot 1.0 (+https://api.slack.com/robots)',
-      },
-      body,
-    });
-    const text = await res.text();
+    const { status, text } = await postSigned(target, body, timestamp, signature, o.contentType);
     const ackMs = performance.now() - started;
     recordOutput('slack command ack', text);
     let json: unknown;
@@ -1046,12 +1056,12 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
       json = undefined;
     }
     const payload = json ?? (text || undefined);
-    if (res.status === 200) {
+    if (status === 200) {
       acks.push({ via: 'http', user: form.user_id!, channel: form.channel_id!, command: form.command!, payload, at: Date.now() });
       if (payload !== undefined) showAnswer(form.user_id!, form.channel_id!, payload, 'ack', idOf(form.response_url!));
       changed();
     }
-    return { status: res.status, body: text, json, text: textOf(payload), ackMs, responseUrl: form.response_url! };
+    return { status, body: text, json, text: textOf(payload), ackMs, responseUrl: form.response_url! };
   }
 
   const idOf = (responseUrl: string) => responseUrl.slice(responseUrl.lastIndexOf('/') + 1);
@@ -1153,20 +1163,10 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     const timestamp = o.timestamp ?? Math.floor(Date.now() / 1000);
     const signature = o.badSignature ? sign(body, timestamp, `${signingSecret}-wrong`) : sign(body, timestamp);
     const started = performance.now();
-    const res = await fetch(target, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/x-www-form-urlencoded',
-        'x-slack-request-timestamp': String(timestamp),
-        'x-slack-signature': signature,
-        'user-agent': 'Slackbot 1.0 (+https://api.slack.com/robots)',
-      },
-      body,
-    });
-    const text = await res.text();
+    const { status, text } = await postSigned(target, body, timestamp, signature);
     recordOutput('slack action ack', text);
     changed();
-    return { status: res.status, body: text, ackMs: performance.now() - started, responseUrl };
+    return { status, body: text, ackMs: performance.now() - started, responseUrl };
   }
 
   async function sendSocketBlockAction(
