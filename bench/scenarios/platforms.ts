@@ -76,6 +76,42 @@ async function quiet(count: () => number, quietMs = 25, capMs = 1_000): Promise<
   }
 }
 
+/** One job's moments: the stand-in starts sending, the command reaches the bot, the image is accepted. */
+interface TimedJob {
+  sentAt: number;
+  arrivedAt: number;
+  acceptedAt: number;
+}
+
+/**
+ * Three warm-up jobs, then `jobs` timed ones, one at a time on a warm GPU. `oneJob` sends the
+ * command, waits for the image, lets the job's trailing calls go out, checks the image's bytes
+ * and has the stand-in let go of them (see releaseFiles).
+ */
+async function timeJobs(
+  rig: PlatformRig,
+  opts: { jobs: number; runTag: string },
+  platform: string,
+  oneJob: (prompt: string, i: number) => Promise<TimedJob>,
+): Promise<OverheadRun & { fromSend: OverheadRun }> {
+  await within(rig.app.services.lifecycle.ensureReady(), 30_000, 'cold start');
+  const d = rig.fair.diffusion()!;
+  const totals: number[] = [];
+  const fromSend: number[] = [];
+  const gens: number[] = [];
+  for (let i = -3; i < opts.jobs; i++) {
+    const prompt = `${opts.runTag} ${platform} ${i}`;
+    const t = await oneJob(prompt, i);
+    if (i < 0) continue;
+    totals.push(t.acceptedAt - t.arrivedAt);
+    fromSend.push(t.acceptedAt - t.sentAt);
+    gens.push(generationOf(d, prompt));
+  }
+  return { ...overheadRun(totals, gens), fromSend: overheadRun(fromSend, gens) };
+}
+
+const damaged = (prompt: string) => new Error(`bench: the image for ${prompt} arrived damaged`);
+
 /**
  * Slack: the signed `/imagine` POST reaching the bot's HTTP server (Node's
  * `http.server.request.start` diagnostics channel, filtered to the bot's port) → the file
@@ -96,34 +132,22 @@ export async function slackOverhead(opts: { jobs: number; runTag: string; genera
   };
   subscribe('http.server.request.start', onRequest);
   try {
-    await within(rig.app.services.lifecycle.ensureReady(), 30_000, 'cold start');
-    const d = rig.fair.diffusion()!;
-    const totals: number[] = [];
-    const fromSend: number[] = [];
-    const gens: number[] = [];
-    for (let i = -3; i < opts.jobs; i++) {
-      const prompt = `${opts.runTag} slack ${i}`;
-      const user = `U0BENCH${i + 3}`;
+    return await timeJobs(rig, opts, 'slack', async (prompt, i) => {
       const shares = slack.fileShares.length;
       arrivedAt = undefined;
-      const t0 = performance.now();
-      const res = await slack.sendSlashCommand(rig.eventsUrl, { command: '/imagine', text: prompt, user_id: user });
+      const sentAt = performance.now();
+      const res = await slack.sendSlashCommand(rig.eventsUrl, { command: '/imagine', text: prompt, user_id: `U0BENCH${i + 3}` });
       if (res.status !== 200) throw new Error(`bench: Slack answered ${res.status}`);
       // Jobs run one at a time: the next file shared in the channel is this job's image.
       await slack.waitFor(() => slack.fileShares.length > shares, 30_000, `the image for ${prompt}`);
-      const t1 = performance.now();
+      const acceptedAt = performance.now();
       if (arrivedAt === undefined) throw new Error('bench: never saw the command reach the bot');
       // Let the job's last messages (status edit, buttons) go out before the next one starts.
       await quiet(() => slack.calls.length);
-      // The exact image is in the channel; then the stand-in lets go of it (see releaseFiles).
-      if (!slack.fileShares[shares]!.files[0]?.bytes.equals(benchPng(MB))) throw new Error(`bench: the image for ${prompt} arrived damaged`);
+      if (!slack.fileShares[shares]!.files[0]?.bytes.equals(benchPng(MB))) throw damaged(prompt);
       slack.releaseFiles();
-      if (i < 0) continue;
-      totals.push(t1 - arrivedAt);
-      fromSend.push(t1 - t0);
-      gens.push(generationOf(d, prompt));
-    }
-    return { ...overheadRun(totals, gens), fromSend: overheadRun(fromSend, gens) };
+      return { sentAt, arrivedAt, acceptedAt };
+    });
   } finally {
     unsubscribe('http.server.request.start', onRequest);
     await rig.close();
@@ -140,28 +164,17 @@ export async function discordOverhead(opts: { jobs: number; runTag: string; gene
   const rig = await startPlatformRig({ discord: true, imageBytes: MB, generationMs: opts.generationMs });
   const discord = rig.discord!;
   try {
-    await within(rig.app.services.lifecycle.ensureReady(), 30_000, 'cold start');
-    const d = rig.fair.diffusion()!;
-    const totals: number[] = [];
-    const fromSend: number[] = [];
-    const gens: number[] = [];
-    for (let i = -3; i < opts.jobs; i++) {
-      const prompt = `${opts.runTag} discord ${i}`;
-      const t0 = performance.now();
+    return await timeJobs(rig, opts, 'discord', async (prompt, i) => {
+      const sentAt = performance.now();
       const { id } = discord.dispatchInteraction({ name: 'imagine', options: { prompt }, userId: snowflake(Date.now() - 1e9 - i * 1e6), userName: `bench${i + 3}` });
-      const onTheWire = performance.now();
+      const arrivedAt = performance.now();
       await discord.waitFor(() => (discord.originalMessage(id)?.attachments.length ?? 0) > 0, 30_000, `the image for ${prompt}`);
-      const t1 = performance.now();
+      const acceptedAt = performance.now();
       await quiet(() => discord.requests.length);
-      // The exact image is in the reply; then the stand-in lets go of it (see releaseFiles).
-      if (!discord.originalMessage(id)!.attachments[0]!.bytes.equals(benchPng(MB))) throw new Error(`bench: the image for ${prompt} arrived damaged`);
+      if (!discord.originalMessage(id)!.attachments[0]!.bytes.equals(benchPng(MB))) throw damaged(prompt);
       discord.releaseFiles();
-      if (i < 0) continue;
-      totals.push(t1 - onTheWire);
-      fromSend.push(t1 - t0);
-      gens.push(generationOf(d, prompt));
-    }
-    return { ...overheadRun(totals, gens), fromSend: overheadRun(fromSend, gens) };
+      return { sentAt, arrivedAt, acceptedAt };
+    });
   } finally {
     await rig.close();
   }
