@@ -7,33 +7,20 @@ import { createServices } from '../src/app.js';
 import { startDiscordBot } from '../src/bots/discord/index.js';
 import { startSlackBot } from '../src/bots/slack/index.js';
 import { loadConfig } from '../src/config.js';
+import { RssSampler } from './lib/rss.js';
 
 const env = JSON.parse(process.env.BENCH_ENV ?? '{}') as Record<string, string>;
 const sink = new Writable({ write: (_c, _e, done) => done() });
-const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const send = (msg: unknown) => process.send?.(msg);
-
-let peak = 0;
-/** process.memoryUsage() at the peak: how the peak splits into V8 heap and buffers. */
-let atPeak: NodeJS.MemoryUsage | undefined;
-const sample = () => {
-  const usage = process.memoryUsage();
-  if (usage.rss > peak) {
-    peak = usage.rss;
-    atPeak = usage;
-  }
-};
+const rss = new RssSampler();
 
 async function main() {
   const services = createServices(loadConfig(env), { logDestination: sink, durable: true });
   const discord = await startDiscordBot(services);
   const slack = await startSlackBot(services);
   await sleep(300);
-  gc();
-  const baselineRss = process.memoryUsage().rss;
-  peak = baselineRss;
-  const sampler = setInterval(sample, 5);
+  const baselineRss = rss.start();
   let generated = 0;
   services.jobs.events.on('generated', () => generated++);
   send({ op: 'ready', slackPort: slack.port, baselineRss });
@@ -58,16 +45,8 @@ async function main() {
     }
     if (msg.op !== 'measure') return;
     void (async () => {
-      sample();
-      await sleep(200);
-      const settledRss = process.memoryUsage().rss;
-      const { heapUsed, external, arrayBuffers } = process.memoryUsage();
-      gc();
-      const afterGc = process.memoryUsage();
-      const afterGcRss = afterGc.rss;
-      const live = { heapUsed: afterGc.heapUsed, external: afterGc.external, arrayBuffers: afterGc.arrayBuffers };
-      clearInterval(sampler);
-      send({ op: 'measured', uploads: uploads(), generated, atPeak, baselineRss, peakRss: Math.max(peak, settledRss), settledRss, afterGcRss, heapUsed, external, arrayBuffers, live, counts: services.jobs.counts() });
+      const measured = await rss.settle();
+      send({ op: 'measured', uploads: uploads(), generated, atPeak: rss.atPeak, baselineRss, ...measured, counts: services.jobs.counts() });
       // The held uploads never finish: leave without waiting for them.
       await Promise.race([Promise.allSettled([slack.stop(), discord.stop()]), sleep(1_000)]);
       process.exit(0);

@@ -8,24 +8,20 @@ import { imagine } from '../src/commands/imagine.js';
 import { loadConfig } from '../src/config.js';
 import type { Job } from '../src/jobs/job.js';
 import type { GeneratedImage } from '../src/jobs/types.js';
+import { RssSampler } from './lib/rss.js';
 
 const scenario = process.env.BENCH_SCENARIO as 'waiting' | 'delivery';
 const count = Number(process.env.BENCH_COUNT ?? 0);
 const env = JSON.parse(process.env.BENCH_ENV ?? '{}') as Record<string, string>;
 const sink = new Writable({ write: (_c, _e, done) => done() });
 
-const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-let peak = 0;
-const sample = () => (peak = Math.max(peak, process.memoryUsage().rss));
-const sampler = setInterval(sample, 5);
+const rss = new RssSampler();
 
 async function main() {
   const services = createServices(loadConfig(env), { logDestination: sink, durable: true });
   await sleep(200);
-  gc();
-  const baselineRss = process.memoryUsage().rss;
-  peak = baselineRss;
+  const baselineRss = rss.start();
   const t0 = performance.now();
   const jobs: Job[] = [];
   const held: GeneratedImage[] = [];
@@ -46,7 +42,7 @@ async function main() {
     });
     void last;
     jobs.push(job);
-    sample();
+    rss.sample();
   }
   if (scenario === 'delivery') {
     const deadline = Date.now() + 60_000;
@@ -56,21 +52,11 @@ async function main() {
     await sleep(300); // the queue sits; the lifecycle keeps probing the cold server
   }
   const busyMs = performance.now() - t0;
-  sample();
-  await sleep(200);
-  const settledRss = process.memoryUsage().rss;
-  const { heapUsed, external, arrayBuffers } = process.memoryUsage();
-  gc();
-  const afterGc = process.memoryUsage();
-  const afterGcRss = afterGc.rss;
-  const live = { heapUsed: afterGc.heapUsed, external: afterGc.external, arrayBuffers: afterGc.arrayBuffers };
+  const measured = await rss.settle();
   const counts = services.jobs.counts();
   const heldBytes = held.reduce((n, img) => n + img.bytes.length, 0);
   for (const job of jobs) if (job.state === 'generated') services.jobs.delivered(job.id);
-  clearInterval(sampler);
-  process.stdout.write(
-    `${JSON.stringify({ scenario, count, baselineRss, peakRss: peak, settledRss, afterGcRss, heapUsed, external, arrayBuffers, live, heldBytes, counts, busyMs })}\n`,
-  );
+  process.stdout.write(`${JSON.stringify({ scenario, count, baselineRss, ...measured, heldBytes, counts, busyMs })}\n`);
   await services.jobs.shutdown(0);
   await services.lifecycle.close();
   await services.inference.close();

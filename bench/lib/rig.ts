@@ -105,3 +105,22 @@ export function within<T>(promise: Promise<T>, ms: number, what: string): Promis
   });
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
+
+/** What bench/platform-child.ts reports once its Slack and Discord stand-ins listen. */
+export interface PlatformsStarted {
+  slack: { apiUrl: string; botToken: string; signingSecret: string };
+  discord: { apiUrl: string; token: string; guildId: string };
+}
+
+/** The bot's settings for those stand-ins. */
+export function platformEnv(started: PlatformsStarted): Record<string, string> {
+  return {
+    SLACK_BOT_TOKEN: started.slack.botToken,
+    SLACK_SIGNING_SECRET: started.slack.signingSecret,
+    SLACK_PORT: '0',
+    SLACK_API_URL: started.slack.apiUrl,
+    DISCORD_TOKEN: started.discord.token,
+    DISCORD_API_URL: started.discord.apiUrl,
+    DISCORD_GUILD_ID: started.discord.guildId,
+  };
+}

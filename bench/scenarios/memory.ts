@@ -7,27 +7,18 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tempDir } from '../../test/helpers/app.js';
 import { forkChild, type Child } from '../lib/ipc.js';
-import { benchEnv, MB, startStandins } from '../lib/rig.js';
+import { benchEnv, MB, platformEnv, startStandins, type PlatformsStarted } from '../lib/rig.js';
 import type { GateCounts } from '../lib/gate-proxy.js';
-import type { PlatformsStarted } from './platforms.js';
+import type { RssReading } from '../lib/rss.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
 // Under node_modules so the bundle resolves the project's packages (and git ignores it).
 const outDir = join(root, 'node_modules', '.cache', 'fairbot-bench');
 
-export interface ChildReport {
+export interface ChildReport extends RssReading {
   scenario: string;
   count: number;
-  baselineRss: number;
-  peakRss: number;
-  settledRss: number;
-  afterGcRss: number;
-  heapUsed: number;
-  external: number;
-  arrayBuffers: number;
-  /** After a forced GC: what is still referenced. */
-  live: { heapUsed: number; external: number; arrayBuffers: number };
   heldBytes: number;
   busyMs: number;
 }
@@ -113,15 +104,7 @@ export async function memoryDelivery(count: number, imageMb: number): Promise<Ch
   }
 }
 
-export interface AdaptersReport {
-  baselineRss: number;
-  peakRss: number;
-  settledRss: number;
-  afterGcRss: number;
-  heapUsed: number;
-  external: number;
-  arrayBuffers: number;
-  live: { heapUsed: number; external: number; arrayBuffers: number };
+export interface AdaptersReport extends RssReading {
   /** At the measurement: the bot's upload queue (services.uploads), running and waiting. */
   uploads: { running: number; waiting: number };
   generated: number;
@@ -153,17 +136,7 @@ export async function memoryAdaptersDelivery(count: number, imageMb: number, sla
   try {
     const started = await platforms.next<PlatformsStarted>('started', 30_000);
     standins = await startStandins({ coldStartMs: 20, imageBytes: imageMb * MB, generationMs: 0 });
-    const env = benchEnv(standins.fair, standins.hostPort, dir.path, {
-      QUEUE_CONCURRENCY: '1',
-      QUEUE_MAX: String(count + 10),
-      SLACK_BOT_TOKEN: started.slack.botToken,
-      SLACK_SIGNING_SECRET: started.slack.signingSecret,
-      SLACK_PORT: '0',
-      SLACK_API_URL: started.slack.apiUrl,
-      DISCORD_TOKEN: started.discord.token,
-      DISCORD_API_URL: started.discord.apiUrl,
-      DISCORD_GUILD_ID: started.discord.guildId,
-    });
+    const env = benchEnv(standins.fair, standins.hostPort, dir.path, { QUEUE_CONCURRENCY: '1', QUEUE_MAX: String(count + 10), ...platformEnv(started) });
     bot = forkChild(file, { tsx: file.endsWith('.ts'), execArgv: ['--expose-gc'], env: { BENCH_ENV: JSON.stringify(env) } });
     const ready = await bot.next<{ slackPort: number }>('ready', 60_000);
     const t0 = Date.now();

@@ -11,7 +11,7 @@ import { snowflake, startDiscordStandin, type DiscordStandin } from '../../test/
 import type { FairStandin } from '../../test/standins/fair.js';
 import { startSlackStandin, type SlackStandin } from '../../test/standins/slack.js';
 import { forkChild } from '../lib/ipc.js';
-import { benchEnv, benchPng, MB, nullStream, startStandins, within, type StandinOptions } from '../lib/rig.js';
+import { benchEnv, benchPng, MB, nullStream, platformEnv, startStandins, within, type PlatformsStarted, type StandinOptions } from '../lib/rig.js';
 import { generationOf, overheadRun, type OverheadRun } from './core.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -192,16 +192,7 @@ export async function ackBurst(opts: { commands: number; runTag: string; beforeB
     const started = await next<PlatformsStarted>('started', 30_000);
     // The cold start outlasts the acks; the jobs are stopped with the app afterwards.
     rig = await startStandins({ coldStartMs: 60_000 });
-    const env = benchEnv(rig.fair, rig.hostPort, dir.path, {
-      SLACK_BOT_TOKEN: started.slack.botToken,
-      SLACK_SIGNING_SECRET: started.slack.signingSecret,
-      SLACK_PORT: '0',
-      SLACK_API_URL: started.slack.apiUrl,
-      DISCORD_TOKEN: started.discord.token,
-      DISCORD_API_URL: started.discord.apiUrl,
-      DISCORD_GUILD_ID: started.discord.guildId,
-      QUEUE_MAX: String(opts.commands + 10),
-    });
+    const env = benchEnv(rig.fair, rig.hostPort, dir.path, { ...platformEnv(started), QUEUE_MAX: String(opts.commands + 10) });
     app = await within(startApp({ env, logDestination: nullStream() }), 60_000, 'the app to start');
     await opts.beforeBurst?.();
     const done = next<{ slack: number[]; discord: number[]; refused: number }>('burst-done', 60_000);
@@ -215,9 +206,4 @@ export async function ackBurst(opts: { commands: number; runTag: string; beforeB
     await rig?.fair.close();
     dir.remove();
   }
-}
-
-export interface PlatformsStarted {
-  slack: { apiUrl: string; botToken: string; signingSecret: string };
-  discord: { apiUrl: string; token: string; guildId: string };
 }
