@@ -32,18 +32,15 @@ function coldStart(coldStartS: number, scale: number) {
   return { coldStartMs: Math.round(total * 0.75), loadDelayMs: Math.round(total * 0.25) };
 }
 
+/** The tutorial flow's settings against the stand-ins (its waits scaled by `scale`). */
+function tutorialOptions(fairUrl: string, hostPort: number, scale: number): TutorialOptions {
+  return { fairUrl, email: FAIR_EMAIL, password: FAIR_PASSWORD, node: 'node-1', endpoint: `http://127.0.0.1:${hostPort}`, hostPort, scale };
+}
+
 /** The tutorial: `requests` requests at once while the GPU is cold. */
 export async function tutorialBurst(opts: { coldStartS: number; scale: number; requests: number; generationS: number }): Promise<BurstResult> {
   const { fair, hostPort } = await startStandins({ ...coldStart(opts.coldStartS, opts.scale), generationMs: Math.round(opts.generationS * 1000 * opts.scale) });
-  const flow: TutorialOptions = {
-    fairUrl: fair.url,
-    email: FAIR_EMAIL,
-    password: FAIR_PASSWORD,
-    node: 'node-1',
-    endpoint: `http://127.0.0.1:${hostPort}`,
-    hostPort,
-    scale: opts.scale,
-  };
+  const flow = tutorialOptions(fair.url, hostPort, opts.scale);
   try {
     const t0 = Date.now();
     const results = await within(
@@ -96,15 +93,8 @@ export async function fairbotBurst(opts: { coldStartS: number; scale: number; re
 /** The tutorial's overhead per request on a warm server (real time), 1 MB image. */
 export async function tutorialWarmOverhead(opts: { jobs: number; runTag: string; generationMs: number }): Promise<OverheadRun> {
   const { fair, hostPort } = await startStandins({ imageBytes: MB, generationMs: opts.generationMs, coldStartMs: 20 });
-  const flow: TutorialOptions = {
-    fairUrl: fair.url,
-    email: FAIR_EMAIL,
-    password: FAIR_PASSWORD,
-    node: 'node-1',
-    endpoint: `http://127.0.0.1:${hostPort}`,
-    hostPort,
-    scale: 0.05, // only the warm-up request waits; the measured ones find the server up
-  };
+  // Scale 0.05: only the warm-up request waits; the measured ones find the server up.
+  const flow = tutorialOptions(fair.url, hostPort, 0.05);
   try {
     const warm = await tutorialRequest(`${opts.runTag} tutorial warm-up`, flow);
     if (!warm.ok) throw new Error(`bench: tutorial warm-up failed: ${warm.error}`);
