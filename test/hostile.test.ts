@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_PROMPT_LENGTH } from '../src/commands/prompt.js';
 import { messages } from '../src/messages.js';
 import { escapeMrkdwn } from '../src/bots/slack/text.js';
-import { replyReads, startDiscordRig, type DiscordRig } from './helpers/discordApp.js';
+import { imageInReply, replyReads, startDiscordRig, type DiscordRig } from './helpers/discordApp.js';
 import { recordedJobs } from './helpers/faults.js';
 import { captionOf, SLACK_ADMIN, startSlackRig, type SlackRig } from './helpers/slack.js';
 import { snowflake } from './standins/discord.js';
@@ -128,14 +128,7 @@ describe('hostile prompts on Discord', () => {
   it.each(CLEANED)('generates from the cleaned prompt when it has %s', async (_what, prompt, seen) => {
     const user = nextUser();
     const { id } = r.discord.dispatchInteraction({ name: 'imagine', options: { prompt }, ...user });
-    const reply = await r.discord.waitFor(
-      () => {
-        const m = r.discord.originalMessage(id);
-        return m && m.attachments.length > 0 ? m : undefined;
-      },
-      20_000,
-      'the image',
-    );
+    const reply = await imageInReply(r, id, 20_000);
     expect(reply.content).toBe(`"${seen}" (asked by <@${user.userId}>)`);
     expect(reply.attachments[0]!.bytes.equals(pngForPrompt(seen))).toBe(true);
     expect(reply.mentions).toEqual({ users: [], roles: [], everyone: false });
@@ -148,14 +141,7 @@ describe('hostile prompts on Discord', () => {
     const role = snowflake(Date.now() - 4e9);
     const prompt = `@everyone @here <@&${role}> <@${victim}> <@!${victim}> <!channel> a crowd`;
     const { id } = r.discord.dispatchInteraction({ name: 'imagine', options: { prompt }, ...user });
-    const reply = await r.discord.waitFor(
-      () => {
-        const m = r.discord.originalMessage(id);
-        return m && m.attachments.length > 0 ? m : undefined;
-      },
-      20_000,
-      'the image',
-    );
+    const reply = await imageInReply(r, id, 20_000);
     expect(r.fair.diffusion()!.infers.at(-1)!.prompt).toBe(prompt);
     // The caption shows the words of the prompt (the adapter may defuse them further) and who asked.
     for (const word of ['everyone', 'here', role, victim, 'a crowd']) expect(reply.content).toContain(word);
