@@ -16,7 +16,7 @@
  * REST calls with Discord's 429 (test/helpers/faults.ts). Slack 429s beyond the Web API
  * client's own retries are waited out by the adapter (the last test).
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { discordMessages, messages } from '../src/messages.js';
 import { escapeMrkdwn } from '../src/bots/slack/text.js';
 import { eventually, FAST_TIMING } from './helpers/app.js';
@@ -25,23 +25,12 @@ import { registerSecret } from './helpers/secret-scan.js';
 import { SLACK_ADMIN, startSlackRig, type SlackRig } from './helpers/slack.js';
 import { snowflake } from './standins/discord.js';
 import { pngForPrompt } from './standins/png.js';
+import { cleanupAfterEach } from './helpers/cleanup.js';
 
-const cleanups: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const fn of cleanups.splice(0).reverse()) await fn();
-});
-
-async function slackRig(opts: Parameters<typeof startSlackRig>[0] = {}): Promise<SlackRig> {
-  const r = await startSlackRig(opts);
-  cleanups.push(() => r.close());
-  return r;
-}
-
-async function discordRig(opts: Parameters<typeof startProxiedDiscordRig>[0] = {}): Promise<ProxiedDiscordRig> {
-  const r = await startProxiedDiscordRig(opts);
-  cleanups.push(() => r.close());
-  return r;
-}
+const cleanup = cleanupAfterEach();
+const slackRig = (opts: Parameters<typeof startSlackRig>[0] = {}): Promise<SlackRig> => cleanup.closing(startSlackRig(opts));
+const discordRig = (opts: Parameters<typeof startProxiedDiscordRig>[0] = {}): Promise<ProxiedDiscordRig> =>
+  cleanup.closing(startProxiedDiscordRig(opts));
 
 /** Sends /imagine and waits for the user's last message to be a final one (not progress). */
 async function imagineUntilFinal(r: SlackRig, user: string, prompt: string, timeoutMs = 15_000): Promise<string> {

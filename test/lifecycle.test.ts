@@ -4,7 +4,7 @@
  * timeout and its backoff, crashes, idle shutdown, /gpu kill and a taken host port.
  */
 import { createServer, type Server } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createServices } from '../src/app.js';
 import { gpu } from '../src/commands/gpu.js';
 import { loadConfig } from '../src/config.js';
@@ -15,28 +15,17 @@ import { FAST_TIMING, LogCapture, eventually, startCoreRig, type CoreRig } from 
 import { failureOf, imageOf, outcome, record, steps, submit, user } from './helpers/jobs.js';
 import { startDiffusionStandin, waitForEvent, type DiffusionStandin } from './standins/diffusion.js';
 import { pngForPrompt } from './standins/png.js';
+import { cleanupAfterEach } from './helpers/cleanup.js';
 
-const cleanups: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const fn of cleanups.splice(0).reverse()) await fn();
-});
-
-async function rig(opts: Parameters<typeof startCoreRig>[0] = {}): Promise<CoreRig> {
-  const r = await startCoreRig(opts);
-  cleanups.push(() => r.close());
-  return r;
-}
-
-async function handDiffusion(opts: Parameters<typeof startDiffusionStandin>[0] = {}): Promise<DiffusionStandin> {
-  const d = await startDiffusionStandin(opts);
-  cleanups.push(() => d.close());
-  return d;
-}
+const cleanup = cleanupAfterEach();
+const rig = (opts: Parameters<typeof startCoreRig>[0] = {}): Promise<CoreRig> => cleanup.closing(startCoreRig(opts));
+const handDiffusion = (opts: Parameters<typeof startDiffusionStandin>[0] = {}): Promise<DiffusionStandin> =>
+  cleanup.closing(startDiffusionStandin(opts));
 
 /** Services of a second bot process sharing the rig's Fair and DATA_DIR (a restart). */
 function restartedServices(r: CoreRig, logs = new LogCapture()): Services {
   const services = createServices(loadConfig(r.env), { logDestination: logs, timing: FAST_TIMING });
-  cleanups.push(async () => {
+  cleanup.defer(async () => {
     await services.jobs.shutdown(0);
     await services.lifecycle.close();
     await services.inference.close();
@@ -400,7 +389,7 @@ describe('host port already allocated', () => {
     const r = await rig();
     const other: Server = createServer((s) => s.destroy());
     await new Promise<void>((resolve) => other.listen(r.hostPort, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise((resolve) => other.close(resolve)));
+    cleanup.defer(() => new Promise((resolve) => other.close(resolve)));
     const text = await failureOf(submit(r.services, 'blocked'));
     expect(text).toContain(`host port ${r.hostPort} is already taken on node node-1`);
     expect(text).toContain('FAIR_PORTS');

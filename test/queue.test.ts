@@ -3,7 +3,7 @@
  * move, FIFO order, the GPU slot freed once the image bytes are in hand, and prompts
  * cleaned or refused.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { imagine } from '../src/commands/imagine.js';
 import { cleanPrompt, MAX_PROMPT_LENGTH } from '../src/commands/prompt.js';
 import { messages } from '../src/messages.js';
@@ -11,17 +11,10 @@ import { eventually, startCoreRig, type CoreRig } from './helpers/app.js';
 import { imageOf, outcome, record, steps, submit, user } from './helpers/jobs.js';
 import { waitForEvent, type InferRecord } from './standins/diffusion.js';
 import { pngForPrompt } from './standins/png.js';
+import { cleanupAfterEach } from './helpers/cleanup.js';
 
-const cleanups: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const fn of cleanups.splice(0).reverse()) await fn();
-});
-
-async function rig(opts: Parameters<typeof startCoreRig>[0] = {}): Promise<CoreRig> {
-  const r = await startCoreRig(opts);
-  cleanups.push(() => r.close());
-  return r;
-}
+const cleanup = cleanupAfterEach();
+const rig = (opts: Parameters<typeof startCoreRig>[0] = {}): Promise<CoreRig> => cleanup.closing(startCoreRig(opts));
 
 describe('limits', () => {
   it('refuses a user\'s job beyond USER_MAX_PENDING at once, naming the limit; other users still get in', async () => {

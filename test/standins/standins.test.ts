@@ -2,26 +2,15 @@
 import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { inflateSync } from 'node:zlib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startDiffusionStandin, type DiffusionStandin } from './diffusion.js';
 import { freePort, startFairStandin, waitForEvent, type FairStandin } from './fair.js';
 import { crc32, PNG_SIGNATURE, pngForPrompt } from './png.js';
+import { cleanupAfterEach } from '../helpers/cleanup.js';
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function diffusion(opts: Parameters<typeof startDiffusionStandin>[0] = {}): Promise<DiffusionStandin> {
-  const d = await startDiffusionStandin(opts);
-  cleanups.push(() => d.close());
-  return d;
-}
-async function fair(opts: Parameters<typeof startFairStandin>[0] = {}): Promise<FairStandin> {
-  const f = await startFairStandin(opts);
-  cleanups.push(() => f.close());
-  return f;
-}
+const cleanup = cleanupAfterEach();
+const diffusion = (opts: Parameters<typeof startDiffusionStandin>[0] = {}): Promise<DiffusionStandin> => cleanup.closing(startDiffusionStandin(opts));
+const fair = (opts: Parameters<typeof startFairStandin>[0] = {}): Promise<FairStandin> => cleanup.closing(startFairStandin(opts));
 
 /** The error code under undici's "fetch failed" (ECONNREFUSED, ECONNRESET, UND_ERR_SOCKET...). */
 async function fetchFailure(p: Promise<unknown>): Promise<string> {
@@ -348,7 +337,7 @@ describe('fair stand-in', () => {
     const hostPort = await freePort();
     const squatter: NetServer = createNetServer();
     await new Promise<void>((r) => squatter.listen(hostPort, '127.0.0.1', r));
-    cleanups.push(() => new Promise<void>((r) => squatter.close(() => r())));
+    cleanup.defer(() => new Promise<void>((r) => squatter.close(() => r())));
     const c = await loggedIn();
     const { programId } = await c.program('node-1', startProgram(hostPort));
     const result = await c.result('node-1', programId);
