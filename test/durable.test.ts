@@ -6,12 +6,22 @@ import { loadConfig } from '../src/config.js';
 import type { Job } from '../src/jobs/job.js';
 import type { JobEvent } from '../src/jobs/types.js';
 import type { Services } from '../src/services.js';
-import { JobStore } from '../src/jobs/store.js';
+import { JobStore, keepSqliteObjects } from '../src/jobs/store.js';
 import { FAST_TIMING, LogCapture, eventually, fairEnv, tempDir } from './helpers/app.js';
 import { freePort, startFairStandin, type FairStandin } from './standins/fair.js';
 import { pngForPrompt } from './standins/png.js';
 
 const slack = (userId: string) => ({ platform: 'slack' as const, userId, channelId: 'C1' });
+
+/** Reads DATA_DIR beside the running bot (SQLite WAL allows it), closing the store again. */
+function fromStore<T>(dataDir: string, read: (store: JobStore) => T): T {
+  const store = new JobStore(dataDir);
+  try {
+    return read(store);
+  } finally {
+    store.close();
+  }
+}
 
 /** A bot process as far as the core is concerned: durable services on one DATA_DIR. */
 function boot(env: Record<string, string>): { services: Services; logs: LogCapture } {
@@ -84,7 +94,7 @@ describe('durable jobs', () => {
     const outcome = await job.outcome;
     expect(outcome.type).toBe('done');
     // The adapter never got to post it: crash.
-    await eventually(() => new JobStore(dir.path).unfinished().some((r) => r.state === 'generated'), 2_000, 'image recorded');
+    await eventually(() => fromStore(dir.path, (store) => store.unfinished().some((r) => r.state === 'generated')), 2_000, 'image recorded');
     await stopHard(first.services);
     running.pop();
     const infersBefore = fair.diffusion()!.infers.length;
@@ -122,7 +132,7 @@ describe('durable jobs', () => {
     expect((await job.outcome).type).toBe('done');
     await eventually(() => first.logs.text.includes('the job ended before its image was kept'), 2_000, 'the late file dropped');
     expect(readdirSync(join(dir.path, 'images'))).toEqual([]);
-    expect(new JobStore(dir.path).get(job.id)?.state).toBe('delivered');
+    expect(fromStore(dir.path, (store) => store.get(job.id)?.state)).toBe('delivered');
     await stopHard(first.services);
     running.pop();
 
@@ -197,9 +207,11 @@ describe('durable jobs', () => {
     store.markEnded('old', 'delivered');
     store.insert('new', slack('U1'), 'p', {});
     // Backdate "old" by 8 days.
-    (store as unknown as { db: { prepare(s: string): { run(...a: unknown[]): void } } }).db
-      .prepare('UPDATE jobs SET updated_at = ? WHERE id = ?')
-      .run(Date.now() - 8 * 24 * 3600 * 1000, 'old');
+    const backdate = (store as unknown as { db: { prepare(s: string): { run(...a: unknown[]): void } } }).db.prepare(
+      'UPDATE jobs SET updated_at = ? WHERE id = ?',
+    );
+    keepSqliteObjects(backdate); // Node 24 aborts if a better-sqlite3 12 statement is collected (src/jobs/store.ts)
+    backdate.run(Date.now() - 8 * 24 * 3600 * 1000, 'old');
     expect(store.prune()).toBe(1);
     expect(store.get('old')).toBeUndefined();
     expect(store.get('new')?.state).toBe('queued');

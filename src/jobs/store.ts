@@ -41,6 +41,22 @@ interface Row {
 const DAY_MS = 24 * 60 * 60 * 1000;
 
 /**
+ * Node 24 aborts the process (SIGABRT, `Assertion failed: (env) != nullptr` in
+ * RemoveEnvironmentCleanupHook) when the garbage collector frees a better-sqlite3 12 Database
+ * or Statement at a moment without a JS context, which it does within a second of start
+ * (WiseLibs/better-sqlite3#1515, closed unfixed; 13 fixes it but does not run on Node 20).
+ * So none of them ever becomes garbage: every statement is prepared once and kept with its
+ * store, pragmas go through exec() (no Statement object), and a closed store's objects are
+ * kept for the life of the process (a few hundred bytes each; the bot opens one store).
+ */
+const keptForever: unknown[] = [];
+
+/** Keeps better-sqlite3 objects from ever being garbage-collected (see above). */
+export function keepSqliteObjects(...objects: unknown[]): void {
+  keptForever.push(...objects);
+}
+
+/**
  * SQLite (better-sqlite3) in DATA_DIR/fairbot.db; images waiting for delivery in
  * DATA_DIR/images. Rows are written synchronously on purpose: a write is tens of
  * microseconds and a job is recorded before its user is told it is queued. Image files
@@ -56,8 +72,8 @@ export class JobStore {
     this.imageDir = join(dataDir, 'images');
     mkdirSync(this.imageDir, { recursive: true });
     this.db = new Database(join(dataDir, 'fairbot.db'));
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
+    // exec(), not pragma(): pragma() prepares a throwaway Statement (see keepSqliteObjects).
+    this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;');
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS jobs (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -184,7 +200,9 @@ export class JobStore {
   }
 
   close(): void {
-    if (this.db.open) this.db.close();
+    if (!this.db.open) return;
+    this.db.close();
+    keepSqliteObjects(this.db, this.stmts);
   }
 
   private removeImage(id: string): void {

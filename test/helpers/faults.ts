@@ -10,6 +10,7 @@ import { createServer, request, type IncomingMessage, type Server } from 'node:h
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { keepSqliteObjects } from '../../src/jobs/store.js';
 import { startApp, type RunningApp } from '../../src/app.js';
 import { startDiscordStandin, type DiscordStandin, type DiscordStandinOptions } from '../standins/discord.js';
 import { freePort, startFairStandin, type FairOptions, type FairStandin } from '../standins/fair.js';
@@ -176,8 +177,11 @@ export function lastSlackText(slack: SlackStandin, userId: string): string | und
 /** Every job row in DATA_DIR (read-only, beside a running bot: SQLite WAL allows it). */
 export function recordedJobs(dataDir: string): Array<{ id: string; user_id: string; prompt: string; state: string }> {
   const db = new Database(join(dataDir, 'fairbot.db'), { readonly: true, fileMustExist: true });
+  const select = db.prepare('SELECT id, user_id, prompt, state FROM jobs ORDER BY seq');
+  // Never garbage: Node 24 aborts when better-sqlite3 12 objects are collected (src/jobs/store.ts).
+  keepSqliteObjects(db, select);
   try {
-    return db.prepare('SELECT id, user_id, prompt, state FROM jobs ORDER BY seq').all() as Array<{
+    return select.all() as Array<{
       id: string;
       user_id: string;
       prompt: string;
