@@ -1,6 +1,7 @@
 // How fast the machine is right now. This VM's speed drifts (up to 2× within an hour on
-// 2026-11-26, with the same code), which moves every latency row with it; the run reports
-// a fixed CPU task's time at its start and end, and the CPU time the hypervisor took away.
+// 2026-11-26, with the same code), which moves every latency row with it; the run reports a
+// fixed CPU task's time (taken before every run), a loopback round trip at its start and end,
+// and the CPU time the hypervisor took away.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';

@@ -45,9 +45,9 @@ const DAY_MS = 24 * 60 * 60 * 1000;
  * RemoveEnvironmentCleanupHook) when the garbage collector frees a better-sqlite3 12 Database
  * or Statement at a moment without a JS context, which it does within a second of start
  * (WiseLibs/better-sqlite3#1515, closed unfixed; 13 fixes it but does not run on Node 20).
- * So none of them ever becomes garbage: every statement is prepared once and kept with its
- * store, pragmas go through exec() (no Statement object), and a closed store's objects are
- * kept for the life of the process (a few hundred bytes each; the bot opens one store).
+ * So none of them ever becomes garbage: a store's database and its statements (prepared once,
+ * at construction) are kept for the life of the process, even after close() (a few hundred
+ * bytes each; the bot opens one store), and pragmas go through exec() (no Statement object).
  */
 const keptForever: unknown[] = [];
 
@@ -72,6 +72,7 @@ export class JobStore {
     this.imageDir = join(dataDir, 'images');
     mkdirSync(this.imageDir, { recursive: true });
     this.db = new Database(join(dataDir, 'fairbot.db'));
+    keepSqliteObjects(this.db);
     // exec(), not pragma(): pragma() prepares a throwaway Statement (see keepSqliteObjects).
     this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;');
     this.db.exec(`
@@ -111,6 +112,7 @@ export class JobStore {
         `DELETE FROM jobs WHERE state IN ('delivered', 'failed', 'cancelled') AND updated_at < @before`,
       ),
     };
+    keepSqliteObjects(...Object.values(this.stmts));
   }
 
   insert(id: string, requester: Requester, prompt: string, reply: Record<string, unknown>): void {
@@ -200,9 +202,7 @@ export class JobStore {
   }
 
   close(): void {
-    if (!this.db.open) return;
-    this.db.close();
-    keepSqliteObjects(this.db, this.stmts);
+    if (this.db.open) this.db.close();
   }
 
   private removeImage(id: string): void {
