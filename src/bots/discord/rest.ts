@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
 import { Readable } from 'node:stream';
 import { DefaultRestOptions, REST, type RESTOptions } from 'discord.js';
 import { request } from 'undici';
+import { webResponseInit } from '../../webResponse.js';
 
 type MakeRequest = RESTOptions['makeRequest'];
 type ResponseLike = Awaited<ReturnType<MakeRequest>>;
@@ -107,11 +107,7 @@ async function sendMultipart(url: string, init: Parameters<MakeRequest>[1], enco
     // No per-request dispatcher: the bot gives discord.js no agent, so this is the global one.
   });
   // What discord.js's own makeRequest (strategies/undiciRequest) returns, from undici 7's answer.
-  const responseHeaders = new Headers();
-  for (const [key, value] of Object.entries(res.headers)) {
-    if (value === undefined) continue;
-    for (const v of Array.isArray(value) ? value : [value]) responseHeaders.append(key, v);
-  }
+  const { status, statusText, headers: responseHeaders } = webResponseInit(res);
   return {
     body: res.body as unknown as ResponseLike['body'],
     arrayBuffer: () => res.body.arrayBuffer(),
@@ -121,9 +117,9 @@ async function sendMultipart(url: string, init: Parameters<MakeRequest>[1], enco
       return res.body.bodyUsed;
     },
     headers: responseHeaders,
-    status: res.statusCode,
-    statusText: STATUS_CODES[res.statusCode] ?? '',
-    ok: res.statusCode >= 200 && res.statusCode < 300,
+    status,
+    statusText,
+    ok: status >= 200 && status < 300,
   } as ResponseLike;
 }
 

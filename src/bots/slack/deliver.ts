@@ -10,22 +10,6 @@ import type { SlackErrorReporter } from './reply.js';
 import { truncate } from './text.js';
 
 /**
- * Posts the image in the channel the command came from, as the exact bytes the
- * diffusion server returned (getUploadURLExternal → upload → completeUploadExternal,
- * what the SDK's files.uploadV2 does, without its extra copy), then the Re-roll button under it.
- *
- * The caption (the prompt and who asked) is the file message's `blocks`: a rich_text
- * block, whose text elements Slack shows literally, so a prompt can neither mention
- * anyone nor inject formatting. (completeUploadExternal documents `blocks` as rich text
- * and ignores it when `initial_comment` is set, so there is no initial_comment.)
- *
- * The Re-roll button is a message of its own (chat.postMessage): completeUploadExternal
- * documents rich text blocks only, not interactive ones, and shares the file without
- * returning the message's ts, so the button can neither ride along nor be threaded to
- * it. The button message repeats the prompt (plain text) so it reads on its own, even if
- * Slack shows it a moment before the file message.
- */
-/**
  * files.uploadV2's three steps, done here: getUploadURLExternal, a POST of the raw bytes
  * to the upload URL, completeUploadExternal. The SDK's uploadV2 copies the image into a
  * Blob and a multipart body first, which costs a copy per upload and ~5 ms per 1 MB.
@@ -64,6 +48,22 @@ async function uploadFile(client: webApi.WebClient, channelId: string, job: Job,
 /** How long an upload keeps trying through Slack's rate limits before the user is told. */
 const RATE_LIMIT_PATIENCE_MS = 3 * 60_000;
 
+/**
+ * Posts the image in the channel the command came from, as the exact bytes the
+ * diffusion server returned (getUploadURLExternal → upload → completeUploadExternal,
+ * what the SDK's files.uploadV2 does, without its extra copy), then the Re-roll button under it.
+ *
+ * The caption (the prompt and who asked) is the file message's `blocks`: a rich_text
+ * block, whose text elements Slack shows literally, so a prompt can neither mention
+ * anyone nor inject formatting. (completeUploadExternal documents `blocks` as rich text
+ * and ignores it when `initial_comment` is set, so there is no initial_comment.)
+ *
+ * The Re-roll button is a message of its own (chat.postMessage): completeUploadExternal
+ * documents rich text blocks only, not interactive ones, and shares the file without
+ * returning the message's ts, so the button can neither ride along nor be threaded to
+ * it. The button message repeats the prompt (plain text) so it reads on its own, even if
+ * Slack shows it a moment before the file message.
+ */
 export async function postImage(
   client: webApi.WebClient,
   job: Job,

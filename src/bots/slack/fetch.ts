@@ -1,5 +1,5 @@
-import { STATUS_CODES } from 'node:http';
 import { request } from 'undici';
+import { webResponseInit } from '../../webResponse.js';
 
 /**
  * The `fetch` the Slack WebClient makes its API calls with (its `fetch` option), over the
@@ -20,11 +20,6 @@ export async function slackFetch(input: string | URL | Request, init: RequestIni
     signal: init.signal ?? undefined,
   });
   const body = Buffer.from(await res.body.arrayBuffer());
-  const answerHeaders = new Headers();
-  for (const [key, value] of Object.entries(res.headers)) {
-    if (value === undefined) continue;
-    for (const v of Array.isArray(value) ? value : [value]) answerHeaders.append(key, v);
-  }
   const bodyless = res.statusCode === 204 || res.statusCode === 205 || res.statusCode === 304;
-  return new Response(bodyless ? null : body, { status: res.statusCode, statusText: STATUS_CODES[res.statusCode] ?? '', headers: answerHeaders });
+  return new Response(bodyless ? null : body, webResponseInit(res));
 }
