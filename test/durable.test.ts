@@ -6,7 +6,8 @@ import { loadConfig } from '../src/config.js';
 import type { Job } from '../src/jobs/job.js';
 import type { JobEvent } from '../src/jobs/types.js';
 import type { Services } from '../src/services.js';
-import { JobStore, keepSqliteObjects } from '../src/jobs/store.js';
+import { JobStore } from '../src/jobs/store.js';
+import { keepSqliteObjects } from '../src/storage/sqlite.js';
 import { FAST_TIMING, LogCapture, eventually, fairEnv, tempDir } from './helpers/app.js';
 import { freePort, startFairStandin, type FairStandin } from './standins/fair.js';
 import { pngForPrompt } from './standins/png.js';
@@ -210,7 +211,7 @@ describe('durable jobs', () => {
     const backdate = (store as unknown as { db: { prepare(s: string): { run(...a: unknown[]): void } } }).db.prepare(
       'UPDATE jobs SET updated_at = ? WHERE id = ?',
     );
-    keepSqliteObjects(backdate); // Node 24 aborts if a better-sqlite3 12 statement is collected (src/jobs/store.ts)
+    keepSqliteObjects(backdate); // Node 24 aborts if a better-sqlite3 12 statement is collected (src/storage/sqlite.ts)
     backdate.run(Date.now() - 8 * 24 * 3600 * 1000, 'old');
     expect(store.prune()).toBe(1);
     expect(store.get('old')).toBeUndefined();

@@ -1,7 +1,8 @@
 import { mkdirSync, readFileSync, rmSync, readdirSync } from 'node:fs';
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { keepSqliteObjects, openDatabase } from '../storage/sqlite.js';
 import type { GeneratedImage, JobState, Platform, Requester } from './types.js';
 
 /** A job as it is kept in DATA_DIR, so a restart picks up where the bot stopped. */
@@ -41,22 +42,6 @@ interface Row {
 const DAY_MS = 24 * 60 * 60 * 1000;
 
 /**
- * Node 24 aborts the process (SIGABRT, `Assertion failed: (env) != nullptr` in
- * RemoveEnvironmentCleanupHook) when the garbage collector frees a better-sqlite3 12 Database
- * or Statement at a moment without a JS context, which it does within a second of start
- * (WiseLibs/better-sqlite3#1515, closed unfixed; 13 fixes it but does not run on Node 20).
- * So none of them ever becomes garbage: a store's database and its statements (prepared once,
- * at construction) are kept for the life of the process, even after close() (a few hundred
- * bytes each; the bot opens one store), and pragmas go through exec() (no Statement object).
- */
-const keptForever: unknown[] = [];
-
-/** Keeps better-sqlite3 objects from ever being garbage-collected (see above). */
-export function keepSqliteObjects(...objects: unknown[]): void {
-  keptForever.push(...objects);
-}
-
-/**
  * SQLite (better-sqlite3) in DATA_DIR/fairbot.db; images waiting for delivery in
  * DATA_DIR/images. Rows are written synchronously on purpose: a write is tens of
  * microseconds and a job is recorded before its user is told it is queued. Image files
@@ -71,10 +56,7 @@ export class JobStore {
     mkdirSync(dataDir, { recursive: true });
     this.imageDir = join(dataDir, 'images');
     mkdirSync(this.imageDir, { recursive: true });
-    this.db = new Database(join(dataDir, 'fairbot.db'));
-    keepSqliteObjects(this.db);
-    // exec(), not pragma(): pragma() prepares a throwaway Statement (see keepSqliteObjects).
-    this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;');
+    this.db = openDatabase(join(dataDir, 'fairbot.db'));
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS jobs (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -10,7 +10,7 @@ import { createServer, request, type IncomingMessage, type Server } from 'node:h
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { keepSqliteObjects } from '../../src/jobs/store.js';
+import { keepSqliteObjects } from '../../src/storage/sqlite.js';
 import { startApp, type RunningApp } from '../../src/app.js';
 import { startDiscordStandin, type DiscordStandin, type DiscordStandinOptions } from '../standins/discord.js';
 import { freePort, startFairStandin, type FairOptions, type FairStandin } from '../standins/fair.js';
