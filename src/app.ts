@@ -3,7 +3,7 @@ import type { DestinationStream } from 'pino';
 import { canManageServer, ConfigError, loadConfig, type Config, type Env } from './config.js';
 import { FairClient } from './fair/client.js';
 import { GpuLifecycle, type LifecycleTiming } from './fair/lifecycle.js';
-import { ServerRecordStore } from './fair/record.js';
+import { ServerRecords } from './fair/records.js';
 import { InferenceClient } from './inference/client.js';
 import { JobService } from './jobs/service.js';
 import { JobStore } from './jobs/store.js';
@@ -34,7 +34,7 @@ export function createServices(config: Config, options: ServiceOptions = {}): Se
     logger,
     fair,
     inference,
-    store: new ServerRecordStore(config.dataDir),
+    records: new ServerRecords(config.dataDir),
     timing: options.timing,
   });
   const store = options.durable ? new JobStore(config.dataDir) : undefined;

@@ -23,6 +23,8 @@ export const messages = {
           : `Queued: position ${event.position}${eta(event.etaS)}.`;
       case 'warming':
         return `Warming up the GPU (${seconds(event.elapsedS)})${eta(event.etaS)}: the first image after a pause takes a little longer.`;
+      case 'retrying':
+        return `Retrying the GPU start in ${seconds(event.inS)}: the last attempt failed a moment ago.`;
       case 'generating':
         return `Generating your image${eta(event.etaS)}...`;
       case 'done':
@@ -78,7 +80,13 @@ export const messages = {
   cancelDone: 'Cancelled.',
   rerollUnknown: 'That image is too old to re-roll (its prompt is no longer kept). Run /imagine again.',
   gpuNotRunning: 'The GPU server is not running; nothing to stop.',
-  gpuKillFailed: (reason: string) => `Could not stop the GPU server: ${reason}.`,
+  gpuKillFailed: (reason: string) =>
+    `Could not stop the GPU server: ${reason}. It may still be running; the bot keeps trying to stop it, and /gpu status shows what is pending.`,
+  gpuKillPending: (reason: string, jobsEnded: number) =>
+    `Not stopped yet: ${reason}.${jobsEnded > 0 ? ` ${jobsEnded} job${jobsEnded === 1 ? '' : 's'} waiting or running ${jobsEnded === 1 ? 'was' : 'were'} ended.` : ''} /gpu status shows when it is done.`,
+  gpuKillExternal: (endpoint: string) =>
+    `The GPU server at ${endpoint} was not started by this bot, so the bot did not stop it. Stop it where it was started (e.g. fair node <node> kill <container>).`,
+  serverExited: (exitCode: number) => `the GPU server exited during start-up (exit code ${exitCode})`,
   gpuKillNotManaged:
     'This bot does not manage the GPU server (no FAIR_EMAIL/FAIR_PASSWORD), so it cannot stop it.',
 } as const;

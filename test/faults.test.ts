@@ -39,7 +39,7 @@ async function imagineUntilFinal(r: SlackRig, user: string, prompt: string, time
   return r.slack.waitFor(
     () => {
       const text = lastSlackText(r.slack, user);
-      return text && !/^(Queued|Warming up the GPU|Generating your image)/.test(text) ? text : undefined;
+      return text && !/^(Queued|Warming up the GPU|Retrying the GPU start|Generating your image)/.test(text) ? text : undefined;
     },
     timeoutMs,
     `a final message for ${user}`,

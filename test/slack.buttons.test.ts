@@ -11,7 +11,7 @@ import { pngForPrompt } from './standins/png.js';
 import { renderSlackMessage } from './standins/slack.js';
 
 const rig = slackRigs();
-const STATUS = /^(Queued|Warming up the GPU|Generating your image)/;
+const STATUS = /^(Queued|Warming up the GPU|Retrying the GPU start|Generating your image)/;
 const actionIds = (r: SlackRig, m: { blocks?: unknown } | undefined) => r.slack.buttons(m).map((b) => b.action_id);
 
 async function imagine(r: SlackRig, user: string, prompt: string) {

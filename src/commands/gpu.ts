@@ -1,4 +1,4 @@
-import { describe, type LifecycleStatus } from '../fair/lifecycle.js';
+import { describe, type LifecycleStatus, type StopOutcome } from '../fair/lifecycle.js';
 import type { Requester } from '../jobs/types.js';
 import { messages } from '../messages.js';
 import type { Services } from '../services.js';
@@ -63,12 +63,25 @@ async function gpuKill(requester: Requester, services: Services): Promise<GpuRes
   services.logger.info({ userId: requester.userId, platform: requester.platform }, '/gpu kill');
   // End the jobs first, so none of them asks for a fresh start while the server stops.
   const ended = services.jobs.endAll(messages.killedByAdmin, 'killed');
+  let outcome: StopOutcome;
   try {
-    const { stopped } = await services.lifecycle.kill();
-    if (!stopped && ended === 0) return { ok: true, message: messages.gpuNotRunning, status: statusView(services) };
-    return { ok: true, message: messages.gpuKilled(ended), status: statusView(services) };
+    outcome = await services.lifecycle.kill();
   } catch (error) {
-    return { ok: false, message: messages.gpuKillFailed(describe(error)) };
+    outcome = { kind: 'failed', reason: describe(error) };
+  }
+  const status = statusView(services);
+  switch (outcome.kind) {
+    case 'stopped':
+      return { ok: true, message: messages.gpuKilled(ended), status };
+    case 'not-running':
+    case 'in-use':
+      return { ok: true, message: ended > 0 ? messages.gpuKilled(ended) : messages.gpuNotRunning, status };
+    case 'external':
+      return { ok: false, message: messages.gpuKillExternal(outcome.endpoint), status };
+    case 'pending':
+      return { ok: false, message: messages.gpuKillPending(outcome.reason, ended), status };
+    case 'failed':
+      return { ok: false, message: messages.gpuKillFailed(outcome.reason), status };
   }
 }
 
@@ -98,6 +111,9 @@ export function formatStatus(s: GpuStatusView, now = Date.now()): string {
   if (s.idleShutdownAt) lines.push(`Idle shutdown in ${Math.max(0, Math.round((s.idleShutdownAt.getTime() - now) / 1000))} s`);
   if (s.nextStartAttemptAt) lines.push(`Next start attempt in ${Math.ceil((s.nextStartAttemptAt.getTime() - now) / 1000)} s`);
   if (s.lastError) lines.push(`Last error: ${s.lastError}`);
+  if (s.pendingKill) lines.push(`Pending: ${s.pendingKill}`);
+  if (s.busyElsewhere) lines.push(`Another fairbot process is ${s.busyElsewhere}`);
+  if (s.external) lines.push('Started outside this bot: it uses the server but never stops it.');
   if (!s.managed) lines.push('Not managed: no FAIR_EMAIL/FAIR_PASSWORD, using INFERENCE_URL only.');
   return lines.join('\n');
 }

@@ -1,7 +1,7 @@
 import { request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import { fairId, parseFairJson } from './json.js';
-import { killProgram, startServerProgram, type ContainerSpec, type FairCommand } from './programs.js';
+import { isProgramStatus, killProgram, startServerProgram, type ContainerSpec, type FairCommand, type ProgramStatus } from './programs.js';
 
 const PROTOCOL_VERSION = 'V018';
 
@@ -21,7 +21,13 @@ export class FairApiError extends Error {
 
 export interface FairNode {
   nodeId: string;
-  hostAddress: string;
+  /** Absent when Fair lists none: usable only where INFERENCE_URL names the server. */
+  hostAddress?: string;
+}
+
+/** Per call: the caller's deadline (an aborted call is given up at once). */
+export interface CallOptions {
+  signal?: AbortSignal;
 }
 
 export interface FairClientOptions {
@@ -70,37 +76,59 @@ export class FairClient {
     return this.loggingIn;
   }
 
-  async listNodes(): Promise<FairNode[]> {
-    const answer = (await this.call('GET', '/nodes')) as { nodes?: unknown } | null;
+  async listNodes(opts: CallOptions = {}): Promise<FairNode[]> {
+    const answer = (await this.call('GET', '/nodes', undefined, opts.signal)) as { nodes?: unknown } | null;
     if (!Array.isArray(answer?.nodes)) throw new FairApiError('list nodes', 200, 'the answer has no "nodes" list', false);
     return answer.nodes.flatMap((n: unknown) => {
       const node = n as { node_id?: unknown; host_address?: unknown } | null;
       const nodeId = fairId(node?.node_id);
-      return nodeId && typeof node?.host_address === 'string' ? [{ nodeId, hostAddress: node.host_address }] : [];
+      if (!nodeId) return [];
+      return [typeof node?.host_address === 'string' && node.host_address ? { nodeId, hostAddress: node.host_address } : { nodeId }];
     });
   }
 
   /** Creates a program and closes its stdin, as the Fair client does. */
-  async createProgram(node: string, commands: FairCommand[]): Promise<{ programId: string; bucketId: string }> {
-    const answer = (await this.call('PUT', `/nodes/${encodeURIComponent(node)}/programs`, {
-      version: PROTOCOL_VERSION,
-      commands,
-    })) as { program_id?: unknown; bucket_id?: unknown } | null;
+  async createProgram(node: string, commands: FairCommand[], opts: CallOptions = {}): Promise<{ programId: string; bucketId: string }> {
+    const created = await this.submitProgram(node, commands, opts);
+    await this.closeStdin(created.bucketId, opts);
+    return created;
+  }
+
+  /**
+   * The PUT alone. A caller that must remember the program before anything else can happen
+   * (a start) records the id, then calls closeStdin. A transient failure here leaves it unknown
+   * whether the program exists.
+   */
+  async submitProgram(node: string, commands: FairCommand[], opts: CallOptions = {}): Promise<{ programId: string; bucketId: string }> {
+    const answer = (await this.call(
+      'PUT',
+      `/nodes/${encodeURIComponent(node)}/programs`,
+      { version: PROTOCOL_VERSION, commands },
+      opts.signal,
+    )) as { program_id?: unknown; bucket_id?: unknown } | null;
     const programId = fairId(answer?.program_id);
     const bucketId = fairId(answer?.bucket_id);
     if (!programId || !bucketId) throw new FairApiError('create program', 200, 'the answer has no program_id/bucket_id', false);
-    await this.call('PUT', `/buckets/${encodeURIComponent(bucketId)}/%23stdin/eof`);
     return { programId, bucketId };
   }
 
-  async programStatus(node: string, programId: string): Promise<string> {
-    const answer = (await this.call('GET', this.programPath(node, programId, 'info'))) as { status?: unknown } | null;
+  /** The client closes a program's stdin right after creating it. */
+  async closeStdin(bucketId: string, opts: CallOptions = {}): Promise<void> {
+    await this.call('PUT', `/buckets/${encodeURIComponent(bucketId)}/%23stdin/eof`, undefined, opts.signal);
+  }
+
+  /** A status Fair does not document is an error at once (as the official client treats it). */
+  async programStatus(node: string, programId: string, opts: CallOptions = {}): Promise<ProgramStatus> {
+    const answer = (await this.call('GET', this.programPath(node, programId, 'info'), undefined, opts.signal)) as { status?: unknown } | null;
     if (typeof answer?.status !== 'string') throw new FairApiError('program info', 200, 'the answer has no status', false);
+    if (!isProgramStatus(answer.status)) {
+      throw new FairApiError('program info', 200, `unknown program status "${answer.status.slice(0, 40)}"`, false);
+    }
     return answer.status;
   }
 
-  async programResult(node: string, programId: string): Promise<Array<{ ok: unknown } | { err: unknown }>> {
-    const answer = (await this.call('GET', this.programPath(node, programId, 'result'))) as { result?: unknown } | null;
+  async programResult(node: string, programId: string, opts: CallOptions = {}): Promise<Array<{ ok: unknown } | { err: unknown }>> {
+    const answer = (await this.call('GET', this.programPath(node, programId, 'result'), undefined, opts.signal)) as { result?: unknown } | null;
     if (!Array.isArray(answer?.result)) throw new FairApiError('program result', 200, 'the answer has no result list', false);
     return answer.result.map((entry: unknown) => {
       const e = typeof entry === 'object' && entry !== null ? (entry as Record<string, unknown>) : undefined;
@@ -119,17 +147,18 @@ export class FairClient {
     commands: FairCommand[],
     opts: { pollMs?: number; signal?: AbortSignal; what: string; onCreated?: (programId: string) => void },
   ): Promise<{ programId: string; results: unknown[] }> {
-    const { programId } = await this.createProgram(node, commands);
+    const { programId, bucketId } = await this.submitProgram(node, commands, opts);
     // From here the program runs on the node whatever happens to this call: tell the caller,
     // so an abandoned start can still stop what it made.
     opts.onCreated?.(programId);
+    await this.closeStdin(bucketId, opts);
     const pollMs = opts.pollMs ?? 200;
     for (;;) {
       opts.signal?.throwIfAborted();
       // The program exists now: a passing fault while polling must not lead to a second one.
-      const status = await this.programStatus(node, programId).catch(passing);
+      const status = await this.programStatus(node, programId, opts).catch(passing);
       if (status === 'Processing' || status === 'Completed') {
-        const results = await this.programResult(node, programId).catch(passing);
+        const results = await this.programResult(node, programId, opts).catch(passing);
         if (results === undefined) {
           await delay(pollMs, opts.signal);
           continue;
@@ -157,8 +186,8 @@ export class FairClient {
   }
 
   /** The container a start program made, once its Create command has run (else undefined). */
-  async createdContainer(node: string, programId: string): Promise<string | undefined> {
-    const [create] = await this.programResult(node, programId);
+  async createdContainer(node: string, programId: string, opts: CallOptions = {}): Promise<string | undefined> {
+    const [create] = await this.programResult(node, programId, opts);
     if (!create || !('ok' in create)) return undefined;
     return fairId((create.ok as { container_id?: unknown } | null)?.container_id);
   }
@@ -172,20 +201,20 @@ export class FairClient {
   }
 
   /** An authenticated call; a 401 means the token expired: log in again once and retry once. */
-  private async call(method: Method, path: string, body?: unknown): Promise<unknown> {
+  private async call(method: Method, path: string, body?: unknown, signal?: AbortSignal): Promise<unknown> {
     const token = this.token ?? (await this.login());
     try {
-      return await this.send(method, path, body, token);
+      return await this.send(method, path, body, token, signal);
     } catch (error) {
       if (!(error instanceof FairApiError) || error.status !== 401) throw error;
       this.options.logger.info({ path }, 'Fair token refused; logging in again');
       if (this.token === token) this.token = undefined;
       const fresh = this.token ?? (await this.login());
-      return this.send(method, path, body, fresh);
+      return this.send(method, path, body, fresh, signal);
     }
   }
 
-  private async send(method: Method, path: string, body?: unknown, token?: string): Promise<unknown> {
+  private async send(method: Method, path: string, body?: unknown, token?: string, signal?: AbortSignal): Promise<unknown> {
     const call = `${method} ${path.replace(/\/programs\/[^/]+/, '/programs/…')}`;
     let res: Dispatcher.ResponseData;
     try {
@@ -200,8 +229,11 @@ export class FairClient {
         headersTimeout: this.timeoutMs,
         bodyTimeout: this.timeoutMs,
         dispatcher: this.options.dispatcher,
+        signal,
       });
     } catch (error) {
+      // The caller gave up (its deadline, a kill): not Fair's failure, so not worth a retry.
+      if (signal?.aborted) throw signal.reason;
       throw new FairApiError(call, undefined, `cannot reach ${new URL(this.base).host} (${networkReason(error)})`, true);
     }
     const text = await res.body.text().catch(() => '');

@@ -3,8 +3,11 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { InferenceClient } from '../inference/client.js';
 import { messages } from '../messages.js';
+import { newHolderId } from '../storage/leases.js';
+import { retryBusy } from '../storage/sqlite.js';
 import { delay, FairApiError, type FairClient, type FairNode } from './client.js';
-import type { ServerRecord, ServerRecordStore } from './record.js';
+import { exitCodeOf, meansAlreadyGone, startServerProgram, waitProgram, type ContainerSpec } from './programs.js';
+import { ServerRecords, type NewServerRecord, type ServerRecord } from './records.js';
 
 export type GpuState = 'stopped' | 'starting' | 'ready' | 'stopping';
 
@@ -27,6 +30,18 @@ export interface ReadyServer {
   epoch: number;
 }
 
+/** What `/gpu kill` (or an idle stop) achieved. "stopped" only after Fair confirmed the Kill. */
+export type StopOutcome =
+  | { kind: 'stopped' }
+  | { kind: 'not-running' }
+  /** Answering on our port but not started by this bot: nothing was stopped. */
+  | { kind: 'external'; endpoint: string }
+  /** The start was given up before Fair named its container: it is killed as soon as Fair does. */
+  | { kind: 'pending'; reason: string }
+  | { kind: 'failed'; reason: string }
+  /** Idle stop only: another process is generating on the server. */
+  | { kind: 'in-use' };
+
 export interface LifecycleTiming {
   /** How often readiness is probed while starting (≤ 200 ms so readiness is seen within 250 ms). */
   probeIntervalMs: number;
@@ -37,6 +52,16 @@ export interface LifecycleTiming {
   programPollMs: number;
   /** How long the port of a container an earlier run started may refuse before we give up on it. */
   earlierRefusedMs: number;
+  /** A stop's own deadline: from the first Kill call to Fair's confirmation. */
+  stopTimeoutMs: number;
+  /** Leases (one process changes the server at a time; "I am using it") expire this long after their last renewal. */
+  leaseTtlMs: number;
+  /** How often the shared record is read again (what other processes did), leases renewed and pending kills retried. */
+  syncIntervalMs: number;
+  /** How often a cold start checks whether its container exited (a crash is noticed within this plus a poll). */
+  exitPollMs: number;
+  /** close() returns within about this long, whatever Fair does. */
+  closeWaitMs: number;
 }
 
 const DEFAULT_TIMING: LifecycleTiming = {
@@ -45,6 +70,11 @@ const DEFAULT_TIMING: LifecycleTiming = {
   fairRetryMs: [500, 1_000, 2_000, 4_000, 8_000],
   programPollMs: 200,
   earlierRefusedMs: 30_000,
+  stopTimeoutMs: 20_000,
+  leaseTtlMs: 30_000,
+  syncIntervalMs: 2_000,
+  exitPollMs: 2_000,
+  closeWaitMs: 3_000,
 };
 
 export interface LifecycleStatus {
@@ -63,6 +93,12 @@ export interface LifecycleStatus {
   idleShutdownAt?: Date;
   nextStartAttemptAt?: Date;
   lastError?: string;
+  /** Answering, but not started by this bot: it will not stop it. */
+  external?: boolean;
+  /** A kill Fair has not confirmed yet (an abandoned start, a Kill that did not finish). */
+  pendingKill?: string;
+  /** Another process on the same DATA_DIR is starting or stopping the server. */
+  busyElsewhere?: string;
 }
 
 export interface LifecycleDeps {
@@ -71,45 +107,72 @@ export interface LifecycleDeps {
   /** Absent without FAIR_EMAIL/FAIR_PASSWORD: then only INFERENCE_URL is used. */
   fair?: FairClient;
   inference: InferenceClient;
-  store: ServerRecordStore;
+  /** The shared server records (DATA_DIR/fairbot.db). */
+  records: ServerRecords;
   timing?: Partial<LifecycleTiming>;
 }
 
+/** Start program sent, answer lost: whether Fair made the program cannot be known. */
+const LIFECYCLE_LEASE = 'server:gpu-0';
+const USE_LEASE_PREFIX = 'use:gpu-0:';
+
 /**
  * The one owner of the GPU server's life: the only code that starts or stops it.
- * One instance per Fair node (one now; several nodes would be several instances).
  *
- * Events: 'state' (GpuState), 'ready' ({ coldStartMs, started: whether a start program was sent }), 'start-failed' (StartupError),
- * 'stopped' ({ reason }).
+ * Its truth is the shared record (src/fair/records.ts), not memory: every phase is committed
+ * before the act that follows it, one process at a time changes the server (a lease), and any
+ * process finishes what another left open (an abandoned start's kill, a stop Fair had not
+ * confirmed). Memory holds only this process's view: its state for its jobs, timers, backoff.
+ *
+ * Events: 'state' (GpuState), 'ready' ({ coldStartMs, started: whether a start program was sent }),
+ * 'start-failed' (StartupError), 'stopped' ({ reason }).
  */
 export class GpuLifecycle extends EventEmitter {
   private currentState: GpuState = 'stopped';
   private stateSince = new Date();
   private epoch = 0;
   private endpoint: string | undefined;
+  /** The server in use came from the shared record (not INFERENCE_URL found answering). */
+  private endpointRecordId: string | undefined;
   private starting: Promise<ReadyServer> | undefined;
   private startAbort: AbortController | undefined;
-  private stopping: Promise<void> | undefined;
+  private stopping: Promise<StopOutcome> | undefined;
   private startingSinceMs: number | undefined;
   private failures = 0;
   private nextAttemptAt = 0;
+  /** While a start waits out its backoff: when it tries again. */
+  private retryAt: number | undefined;
   private lastError: string | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   private idleShutdownAt: number | undefined;
+  private syncTimer: NodeJS.Timeout | undefined;
+  private syncing: Promise<void> | undefined;
+  private leaseHeld = false;
+  /** The start program's PUT while Fair has not answered it: a stop waits for the answer before it decides. */
+  private putInFlight: { recordId: string; answer: Promise<unknown> } | undefined;
+  private leaseHeartbeat: NodeJS.Timeout | undefined;
+  private usingServer = false;
   private busy = 0;
-  private lastGeneration: { at: Date; ms: number } | undefined;
   private closed = false;
   /** Recent cold starts, newest last, for the warming-up ETA. */
   readonly coldStartsMs: number[] = [];
   /** Start programs this process sent to Fair. */
   startProgramsSent = 0;
+  /** Who this process is in the shared leases. */
+  readonly holder = newHolderId();
   private readonly timing: LifecycleTiming;
   private readonly log: Logger;
+  private readonly records: ServerRecords;
 
   constructor(private readonly deps: LifecycleDeps) {
     super();
     this.timing = { ...DEFAULT_TIMING, ...deps.timing };
     this.log = deps.logger.child({ component: 'gpu' });
+    this.records = deps.records;
+    if (deps.fair) {
+      this.syncTimer = setInterval(() => void this.sync(), this.timing.syncIntervalMs);
+      this.syncTimer.unref();
+    }
   }
 
   get state(): GpuState {
@@ -125,6 +188,11 @@ export class GpuLifecycle extends EventEmitter {
     return this.startingSinceMs === undefined ? undefined : now - this.startingSinceMs;
   }
 
+  /** While a start waits out its backoff after failed attempts: how long until it tries again. */
+  retryInMs(now = Date.now()): number | undefined {
+    return this.retryAt === undefined ? undefined : Math.max(0, this.retryAt - now);
+  }
+
   /** The expected rest of a cold start, judged from the last ones. */
   expectedColdStartLeftMs(now = Date.now()): number | undefined {
     if (this.currentState === 'ready') return 0;
@@ -135,8 +203,8 @@ export class GpuLifecycle extends EventEmitter {
   }
 
   /**
-   * Resolves once the server answers. Idempotent: however many callers wait during a
-   * cold start, exactly one start program reaches Fair.
+   * Resolves once the server answers. Idempotent: however many callers wait during a cold
+   * start, in this process or in others on the same DATA_DIR, one start program reaches Fair.
    */
   ensureReady(): Promise<ReadyServer> {
     if (this.closed) return Promise.reject(new StartupError('shutdown', messages.stoppedForShutdown));
@@ -147,17 +215,15 @@ export class GpuLifecycle extends EventEmitter {
     return this.starting;
   }
 
-  /** On start-up of the bot: adopt the server an earlier run started, if it still answers. */
+  /** On start-up: adopt the server the record names if it answers, and finish what was left open. */
   async recover(): Promise<void> {
-    const record = await this.completeRecord();
-    const endpoint = record?.endpoint ?? this.deps.config.inferenceUrl;
+    await this.sync();
+    const record = this.records.get();
+    const endpoint = record ? (record.phase === 'ready' && !record.abandoned ? record.endpoint : undefined) : this.deps.config.inferenceUrl;
     if (!endpoint || this.currentState !== 'stopped') return;
     if ((await this.deps.inference.probe(endpoint)) === 'ready' && this.currentState === 'stopped') {
-      this.endpoint = endpoint;
-      this.epoch++;
-      this.setState('ready');
+      this.useServer(endpoint, record);
       this.log.info({ endpoint, node: record?.node, containerId: record?.containerId }, 'GPU server already running; using it');
-      this.armIdleTimer();
     }
   }
 
@@ -165,47 +231,76 @@ export class GpuLifecycle extends EventEmitter {
   markDown(epoch: number, reason: string): void {
     if (epoch !== this.epoch || this.currentState !== 'ready') return;
     this.log.warn({ reason, endpoint: this.endpoint }, 'GPU server is down; the next job starts it again');
-    this.epoch++;
-    this.clearIdleTimer();
-    this.setState('stopped');
+    this.dropServer();
   }
 
-  /** Jobs waiting or generating; the idle timer runs only at zero. */
+  /** Jobs waiting or generating in this process; the idle timer runs only at zero. */
   setActivity(busy: number): void {
     this.busy = busy;
     if (busy > 0) this.clearIdleTimer();
     else this.armIdleTimer();
+    void this.holdUseLease();
   }
 
   noteGeneration(ms: number): void {
-    this.lastGeneration = { at: new Date(), ms };
+    void this.write(() => this.records.noteGeneration(ms)).catch(() => undefined);
   }
 
-  /** `/gpu kill`: stops the server now, whatever is waiting. */
-  async kill(): Promise<{ stopped: boolean }> {
-    const wasStarting = this.starting !== undefined;
+  /** `/gpu kill`: stops the server now, whatever is waiting; clears the start backoff. */
+  async kill(): Promise<StopOutcome> {
+    this.failures = 0;
+    this.nextAttemptAt = 0;
+    this.lastError = undefined;
+    const abortedStart = this.starting !== undefined;
     this.startAbort?.abort(new StartupError('killed', messages.killedByAdmin));
-    // Let the aborted start settle so it cannot finish after the kill.
-    await this.starting?.catch(() => undefined);
-    const record = this.deps.store.load();
-    const hadServer = this.currentState === 'ready' || wasStarting || record !== undefined;
-    await this.stop('admin');
-    return { stopped: hadServer };
+    // A start under way in another process: the abandoned mark tells it to give up.
+    const record = this.records.get();
+    if (record && !record.external && record.phase !== 'ready' && record.phase !== 'stopping' && !record.abandoned) {
+      await this.write(() => this.records.update(record.id, { abandoned: true })).catch(() => undefined);
+    }
+    // The aborted start marks its record abandoned (it does not stop it: this does, below).
+    await settleWithin(this.starting, this.timing.stopTimeoutMs);
+    const outcome = await this.stop('admin');
+    return outcome.kind === 'not-running' && abortedStart ? { kind: 'stopped' } : outcome;
   }
 
-  /** Stops timers and start attempts; leaves the server running for the next run (it is remembered). */
+  /** Stops timers and start attempts within a few seconds; a running server stays up for the next run (it is recorded). */
   async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
     this.clearIdleTimer();
+    clearInterval(this.syncTimer);
     this.startAbort?.abort(new StartupError('shutdown', messages.stoppedForShutdown));
-    await this.starting?.catch(() => undefined);
-    await this.stopping?.catch(() => undefined);
+    await settleWithin(Promise.allSettled([this.starting, this.stopping, this.syncing]), this.timing.closeWaitMs);
+    this.releaseLease();
+    try {
+      if (this.usingServer) this.records.leases.release(USE_LEASE_PREFIX + this.holder, this.holder);
+    } catch {
+      /* it expires by itself */
+    }
+    this.records.close();
   }
 
   status(): LifecycleStatus {
-    const record = this.deps.store.load();
+    const record = this.safeRecord();
+    const lastGeneration = this.safely(() => this.records.lastGeneration());
+    const elsewhere = this.safely(() => this.records.leases.holderOf(LIFECYCLE_LEASE));
+    const busyElsewhere = elsewhere && elsewhere.holder !== this.holder ? (elsewhere.info ?? 'changing the GPU server') : undefined;
+    let state = this.currentState;
+    // What other processes are doing counts too: never "stopped" while a start is in flight anywhere.
+    if (state === 'stopped' && record && !record.external) {
+      if (record.phase === 'stopping' || record.abandoned) state = 'stopping';
+      else if (record.phase !== 'ready') state = 'starting';
+      else if (busyElsewhere === undefined) state = 'ready';
+    }
+    const pendingKill =
+      record && (record.abandoned || record.phase === 'stopping')
+        ? record.containerId
+          ? `a Kill of container ${record.containerId.slice(0, 12)} that Fair has not confirmed yet`
+          : `the start program ${record.programId ?? '(not yet accepted)'} is killed as soon as Fair creates its container`
+        : undefined;
     return {
-      state: this.currentState,
+      state,
       stateSince: this.stateSince,
       managed: this.managed,
       node: record?.node,
@@ -215,12 +310,31 @@ export class GpuLifecycle extends EventEmitter {
       containerId: record?.containerId,
       startedAt: record ? new Date(record.startedAt) : undefined,
       coldStartMs: record?.coldStartMs ?? this.coldStartsMs.at(-1),
-      lastGenerationAt: this.lastGeneration?.at,
-      lastGenerationMs: this.lastGeneration?.ms,
+      lastGenerationAt: lastGeneration?.at,
+      lastGenerationMs: lastGeneration?.ms,
       idleShutdownAt: this.idleShutdownAt === undefined ? undefined : new Date(this.idleShutdownAt),
       nextStartAttemptAt: this.nextAttemptAt > Date.now() ? new Date(this.nextAttemptAt) : undefined,
       lastError: this.lastError,
+      external: record?.external || (this.currentState === 'ready' && this.endpointRecordId === undefined && this.managed) || undefined,
+      pendingKill,
+      busyElsewhere,
     };
+  }
+
+  /** Whether the Fair control plane answers now, for /gpu status (undefined when the bot has no Fair account). */
+  async checkControlPlane(timeoutMs = 5_000): Promise<{ ok: true; nodes: number } | { ok: false; reason: string } | undefined> {
+    const fair = this.deps.fair;
+    if (!fair) return undefined;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs);
+    try {
+      const nodes = await fair.listNodes({ signal: abort.signal });
+      return { ok: true, nodes: nodes.length };
+    } catch (error) {
+      return { ok: false, reason: describe(error) };
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   // --- starting ---------------------------------------------------------------
@@ -232,12 +346,16 @@ export class GpuLifecycle extends EventEmitter {
     this.startingSinceMs = Date.now();
     this.setState('starting');
     try {
-      await this.stopping?.catch(() => undefined);
       // After failed starts, wait before trying again: no start storm against Fair.
       const wait = this.nextAttemptAt - Date.now();
       if (wait > 0) {
         this.log.info({ waitMs: wait }, 'waiting before the next start attempt');
-        await delay(wait, abort.signal);
+        this.retryAt = this.nextAttemptAt;
+        try {
+          await delay(wait, abort.signal);
+        } finally {
+          this.retryAt = undefined;
+        }
         this.startingSinceMs = Date.now();
       }
       const timeoutMs = this.deps.config.startupTimeoutMs;
@@ -245,19 +363,15 @@ export class GpuLifecycle extends EventEmitter {
       // A plain timer, not AbortSignal.any([.., AbortSignal.timeout()]): Node 20 may garbage-collect
       // that timeout signal before it fires (nodejs/node#57736), and the start would never time out.
       startTimer = setTimeout(() => abort.abort(new DOMException(`not ready within ${timeoutMs} ms`, 'TimeoutError')), timeoutMs);
-      const signal = abort.signal;
       const sentBefore = this.startProgramsSent;
-      const endpoint = await this.start(signal, deadline);
+      const { endpoint, record } = await this.acquireServer(abort.signal, deadline);
       const coldStartMs = Date.now() - this.startingSinceMs;
       this.failures = 0;
       this.nextAttemptAt = 0;
       this.lastError = undefined;
-      this.endpoint = endpoint;
-      this.epoch++;
-      this.setState('ready');
+      this.useServer(endpoint, record);
       this.log.info({ endpoint, coldStartMs }, 'GPU server ready');
       this.emit('ready', { coldStartMs, started: this.startProgramsSent > sentBefore });
-      this.armIdleTimer();
       return { endpoint, epoch: this.epoch };
     } catch (error) {
       const failure = this.asStartupError(error);
@@ -287,145 +401,293 @@ export class GpuLifecycle extends EventEmitter {
     return new StartupError('failed', messages.startupFailed(describe(error)));
   }
 
-  /** One start attempt: adopt a server that answers, else start one on Fair and wait for it. */
-  private async start(signal: AbortSignal, deadline: number): Promise<string> {
-    const { config, fair, inference, store } = this.deps;
-    const record = await this.completeRecord();
-    const known = record?.endpoint ?? config.inferenceUrl;
-    // Started by hand, or by an earlier run of the bot: use it, start nothing.
-    if (known && (await inference.probe(known)) === 'ready') return known;
-
-    if (!fair) {
-      if (!config.inferenceUrl) throw new StartupError('no-server', messages.noServer);
-      await this.waitUntilReady(config.inferenceUrl, deadline, signal);
-      return config.inferenceUrl;
-    }
-
-    // A start an earlier run left mid-way (a deploy during a cold start): wait for that
-    // container within its own startup window rather than start a second one.
-    const earlierStart = record?.containerId && record.coldStartMs === undefined ? Date.parse(record.startedAt) : NaN;
-    if (record && Number.isFinite(earlierStart) && earlierStart + config.startupTimeoutMs > Date.now()) {
-      const ownDeadline = Math.min(deadline, earlierStart + config.startupTimeoutMs);
-      this.log.info({ containerId: record.containerId, endpoint: record.endpoint }, 'waiting for the GPU server an earlier run started');
-      if (await this.waitForEarlier(record.endpoint, ownDeadline, signal)) {
-        store.save({ ...record, coldStartMs: Date.now() - earlierStart });
-        return record.endpoint;
+  /**
+   * A server that answers: the recorded one, one found on INFERENCE_URL, one another process
+   * is starting (wait for it), or a fresh one started here while holding the lease.
+   */
+  private async acquireServer(signal: AbortSignal, deadline: number): Promise<{ endpoint: string; record?: ServerRecord }> {
+    const { config, fair, inference } = this.deps;
+    for (;;) {
+      signal.throwIfAborted();
+      const record = this.records.get();
+      if (record?.phase === 'ready' && !record.abandoned && (await inference.probe(record.endpoint)) === 'ready') {
+        return { endpoint: record.endpoint, record };
       }
-      if (Date.now() >= deadline) {
-        throw new StartupError('timeout', messages.startupTimeout(config.startupTimeoutMs / 1000));
+      // Started by hand on INFERENCE_URL: use it, start nothing (and never stop it).
+      if (!record && config.inferenceUrl && (await inference.probe(config.inferenceUrl)) === 'ready') {
+        return { endpoint: config.inferenceUrl };
       }
-      this.log.warn({ containerId: record.containerId }, 'the GPU server an earlier run started is not coming up; starting a fresh one');
+      if (!fair) {
+        if (!config.inferenceUrl) throw new StartupError('no-server', messages.noServer);
+        await this.waitUntilReady(config.inferenceUrl, deadline, signal);
+        return { endpoint: config.inferenceUrl };
+      }
+      if (this.takeLease('starting the GPU server')) {
+        try {
+          return await this.startHoldingLease(signal, deadline);
+        } finally {
+          this.releaseLease();
+        }
+      }
+      // Another process on this DATA_DIR is starting or stopping it: wait for its outcome (within our deadline).
+      await delay(this.timing.probeIntervalMs, signal);
     }
+  }
 
-    // A container of ours that no longer answers would hold the host port: stop it first.
-    if (record?.containerId) {
-      await fair
-        .killContainer(record.node, record.containerId, { signal, pollMs: this.timing.programPollMs })
-        .catch((error) => this.log.warn({ reason: describe(error), containerId: record.containerId }, 'could not stop the old container'));
-      store.clear();
+  private async startHoldingLease(signal: AbortSignal, deadline: number): Promise<{ endpoint: string; record?: ServerRecord }> {
+    const { config, inference } = this.deps;
+    let record = this.records.get();
+    if (record) {
+      if (record.phase === 'ready' && !record.abandoned && (await inference.probe(record.endpoint)) === 'ready') {
+        return { endpoint: record.endpoint, record };
+      }
+      const openStart = !record.abandoned && !record.external && record.phase !== 'ready' && record.phase !== 'stopping';
+      if (openStart && Date.parse(record.startedAt) + config.startupTimeoutMs > Date.now()) {
+        // A start an earlier run or another process left mid-way (a deploy during a cold start):
+        // wait for that container within its own window rather than start a second one.
+        const ready = await this.finishEarlierStart(record, signal, deadline);
+        if (ready) return { endpoint: ready.endpoint, record: ready };
+        record = this.records.get();
+      }
+      // Whatever the record names no longer serves: it holds the port (and maybe the GPU), so it goes first.
+      if (record) await this.retireBeforeStart(record);
     }
+    return this.startFresh(signal, deadline);
+  }
 
-    const node = await this.retrying(() => this.pickNode(), signal);
-    const endpoint = config.inferenceUrl ?? `http://${node.hostAddress}:${config.fairPorts.host}`;
-    const spec = {
+  private async retireBeforeStart(record: ServerRecord): Promise<void> {
+    if (record.external) {
+      await this.write(() => this.records.remove(record.id));
+      return;
+    }
+    let outcome: StopOutcome;
+    try {
+      outcome = await this.retire(record);
+    } catch (error) {
+      outcome = { kind: 'failed', reason: describe(error) };
+    }
+    if (outcome.kind === 'failed' || outcome.kind === 'pending') {
+      throw new StartupError('failed', messages.startupFailed(`the previous GPU server could not be stopped first (${outcome.reason})`));
+    }
+  }
+
+  /** Waits for a start another process (or an earlier run) left under way; the ready record, or undefined. */
+  private async finishEarlierStart(record: ServerRecord, signal: AbortSignal, deadline: number): Promise<ServerRecord | undefined> {
+    const { config } = this.deps;
+    const until = Math.min(deadline, Date.parse(record.startedAt) + config.startupTimeoutMs);
+    this.log.info({ node: record.node, programId: record.programId, containerId: record.containerId }, 'waiting for the GPU server an earlier run started');
+    if (await this.waitForEarlier(record.endpoint, until, signal)) {
+      return this.write(() => this.records.update(record.id, { phase: 'ready', coldStartMs: Date.now() - Date.parse(record.startedAt) }));
+    }
+    if (Date.now() >= deadline) throw new StartupError('timeout', messages.startupTimeout(config.startupTimeoutMs / 1000));
+    this.log.warn({ containerId: record.containerId }, 'the GPU server an earlier run started is not coming up; starting a fresh one');
+    return undefined;
+  }
+
+  /** Sends the start program, records each step before the next, and waits for readiness. */
+  private async startFresh(signal: AbortSignal, deadline: number): Promise<{ endpoint: string; record?: ServerRecord }> {
+    const { config, inference } = this.deps;
+    const fair = this.deps.fair!;
+    const node = await this.retrying(() => this.pickNode(signal), signal);
+    const endpoint = config.inferenceUrl ?? (node.hostAddress ? `http://${urlHost(node.hostAddress)}:${config.fairPorts.host}` : undefined);
+    if (!endpoint) {
+      throw new StartupError(
+        'failed',
+        messages.startupFailed(`Fair lists no host_address for node ${node.nodeId}; set INFERENCE_URL to the server's address`),
+      );
+    }
+    const spec: ContainerSpec = {
       image: config.fairImage,
       runtime: config.fairRuntime,
       hostPort: config.fairPorts.host,
       containerPort: config.fairPorts.container,
     };
-    let started: { programId: string; containerId: string };
-    let created: string | undefined;
-    const startedAt = new Date().toISOString();
     // Past the deadline (or killed) while picking the node: send no start program at all.
     signal.throwIfAborted();
+    const intent: NewServerRecord = { node: node.nodeId, hostAddress: node.hostAddress, endpoint, phase: 'creating', startedAt: new Date().toISOString(), startedBy: this.holder };
+    const { id } = await this.write(() => this.records.create(intent));
+    this.log.info({ node: node.nodeId, image: spec.image }, 'starting the GPU server on Fair');
+    const program = await this.submitStart(id, node.nodeId, spec, endpoint, signal);
+    this.startProgramsSent++;
     try {
-      this.startProgramsSent++;
-      this.log.info({ node: node.nodeId, image: spec.image }, 'starting the GPU server on Fair');
-      started = await fair.startContainer(node.nodeId, spec, {
-        signal,
-        pollMs: this.timing.programPollMs,
-        onCreated: (programId) => {
-          created = programId;
-          // Remembered at once: a start given up from here on (timeout, /gpu kill) must not
-          // leave its container running unknown to us, holding the port and the GPU.
-          store.save({ node: node.nodeId, hostAddress: node.hostAddress, endpoint, startedAt, programId });
-        },
-      });
-    } catch (error) {
-      if (created !== undefined) {
-        // A shutdown keeps the record: the next run waits for this container instead.
-        if (signal.aborted && !isShutdown(signal)) await this.stopAbandoned(node.nodeId, created);
-        else if (!signal.aborted) store.clear();
-      }
-      if (error instanceof FairApiError && /port is already allocated/i.test(error.serverMessage)) {
-        // Someone runs something on our port. If it is a diffusion server, use it.
-        if ((await inference.probe(endpoint)) !== 'down') {
-          this.log.warn({ endpoint }, 'host port taken by a running diffusion server; using it');
-          await this.waitUntilReady(endpoint, deadline, signal);
-          store.save({ node: node.nodeId, hostAddress: node.hostAddress, endpoint, startedAt: new Date().toISOString() });
-          return endpoint;
-        }
-        throw new StartupError(
-          'failed',
-          messages.startupFailed(
-            `host port ${config.fairPorts.host} is already taken on node ${node.nodeId} and no diffusion server answers there (change FAIR_PORTS)`,
-          ),
-        );
-      }
-      throw error;
-    }
-    store.save({ node: node.nodeId, hostAddress: node.hostAddress, endpoint, startedAt, ...started });
-    try {
-      await this.waitUntilReady(endpoint, deadline, signal);
+      // Recorded before anything else: from here a container may exist, and must never be lost.
+      await this.advance(id, { phase: 'created', programId: program.programId });
+      await this.retrying(() => fair.closeStdin(program.bucketId, { signal }), signal);
+      const containerId = await this.createdContainer(node.nodeId, program.programId, signal);
+      await this.advance(id, { phase: 'started', containerId });
+      await this.startCommandDone(node.nodeId, program.programId, signal);
+      const exited = this.watchExit(node.nodeId, containerId, signal);
+      await this.waitUntilReady(endpoint, deadline, signal, { recordId: id, exited });
+      const coldStartMs = Date.now() - (this.startingSinceMs ?? Date.now());
+      this.coldStartsMs.push(coldStartMs);
+      if (this.coldStartsMs.length > 20) this.coldStartsMs.shift();
+      const record = await this.advance(id, { phase: 'ready', coldStartMs });
+      return { endpoint, record };
     } catch (error) {
       // A deploy mid cold start: leave the container starting for the next run to adopt.
       if (isShutdown(signal)) throw error;
-      // Never leave a half-started container behind to hold the port (or the GPU).
-      await fair.killContainer(node.nodeId, started.containerId, { pollMs: this.timing.programPollMs }).catch(() => undefined);
-      store.clear();
+      if (error instanceof PortTaken) return this.portTaken(id, node, endpoint, deadline, signal);
+      await this.abandon(id, isKilled(signal) || isKilled(error));
       throw error;
     }
-    const coldStartMs = Date.now() - (this.startingSinceMs ?? Date.now());
-    this.coldStartsMs.push(coldStartMs);
-    if (this.coldStartsMs.length > 20) this.coldStartsMs.shift();
-    store.save({ node: node.nodeId, hostAddress: node.hostAddress, endpoint, startedAt, coldStartMs, ...started });
-    return endpoint;
   }
 
   /**
-   * The record, with the container id filled in when only the start program is known
-   * (a start given up before its program finished, in this run or an earlier one).
+   * The PUT of the start program. A 5xx or a lost answer leaves it unknown whether Fair made the
+   * program; it is sent again only while nothing listens on the server's port (a first one that
+   * did get made binds it at Start). What this cannot see, a program still pulling its image, is
+   * caught later: its Start finds the port taken (see portTaken).
    */
-  private async completeRecord(): Promise<ServerRecord | undefined> {
-    const { fair, store } = this.deps;
-    const record = store.load();
-    if (!fair || !record?.programId || record.containerId) return record;
-    const containerId = await fair.createdContainer(record.node, record.programId).catch(() => undefined);
-    if (!containerId) return record;
-    const completed = { ...record, containerId };
-    store.save(completed);
-    return completed;
-  }
-
-  /** Stops the container of a start program that was given up; what cannot be stopped now stays recorded. */
-  private async stopAbandoned(node: string, programId: string): Promise<void> {
+  private async submitStart(id: string, node: string, spec: ContainerSpec, endpoint: string, signal: AbortSignal) {
     const fair = this.deps.fair!;
-    const record = await this.completeRecord();
-    if (!record?.containerId || record.programId !== programId) return;
+    let inFlight: Promise<{ programId: string; bucketId: string }> | undefined;
     try {
-      await fair.killContainer(node, record.containerId, { pollMs: this.timing.programPollMs });
-      this.deps.store.clear();
-      this.log.info({ node, containerId: record.containerId }, 'stopped the container of an abandoned start');
+      return await this.retrying(async () => {
+        // Not aborted with the start: an answer cut off would leave a program nobody knows of.
+        inFlight = fair.submitProgram(node, startServerProgram(spec));
+        this.putInFlight = { recordId: id, answer: inFlight.catch(() => undefined) };
+        try {
+          const program = await inFlight;
+          this.putInFlight = undefined;
+          return program;
+        } catch (error) {
+          if (error instanceof FairApiError && error.transient) {
+            const { refused } = await this.deps.inference.probeDetail(endpoint);
+            if (!refused) {
+              throw new StartupError('failed', messages.startupFailed(`${describe(error)}; something already answers on ${endpoint}, so the start is not sent again`));
+            }
+          }
+          throw error;
+        }
+      }, signal);
     } catch (error) {
-      this.log.warn({ reason: describe(error), containerId: record.containerId }, 'could not stop the container of an abandoned start');
+      const late = inFlight;
+      if (signal.aborted && late && this.putInFlight?.recordId === id) {
+        // Given up (deadline, kill) while Fair was still answering: the program may exist. The
+        // record stays until the answer says; then the start is recorded abandoned and killed.
+        // A stop that comes meanwhile waits for this (see retire).
+        const recorded = late
+          .then(
+            (program) => this.lateProgram(id, node, program),
+            () => this.write(() => this.records.remove(id)),
+          )
+          .catch(() => undefined)
+          .finally(() => {
+            if (this.putInFlight?.recordId === id) this.putInFlight = undefined;
+          });
+        this.putInFlight = { recordId: id, answer: recorded };
+      } else {
+        this.putInFlight = undefined;
+        // Fair did not take the program (as far as can be known): nothing to track.
+        await this.write(() => this.records.remove(id)).catch(() => undefined);
+      }
+      throw error;
     }
   }
 
-  private async pickNode(): Promise<FairNode> {
-    const nodes = await this.deps.fair!.listNodes();
+  /** The answer to a start program that was given up while Fair was still answering. */
+  private async lateProgram(id: string, node: string, program: { programId: string; bucketId: string }): Promise<void> {
+    this.startProgramsSent++;
+    const record = await this.write(() => this.records.update(id, { phase: 'created', programId: program.programId, abandoned: true })).catch(() => undefined);
+    this.log.warn({ node, programId: program.programId }, 'a start program given up was accepted by Fair after all; its container is killed once Fair names it');
+    if (!record) return;
+    await this.deps.fair!.closeStdin(program.bucketId).catch(() => undefined);
+    if (!this.closed) void this.sync();
+  }
+
+  /** The container a start program made, once its Create command has run. */
+  private async createdContainer(node: string, programId: string, signal: AbortSignal): Promise<string> {
+    for (;;) {
+      const entries = await this.retrying(() => this.deps.fair!.programResult(node, programId, { signal }), signal);
+      const create = entries[0];
+      if (create && 'err' in create) throw new FairApiError('start program', undefined, errText(create.err), false);
+      if (create) {
+        const containerId = (create.ok as { container_id?: unknown } | null)?.container_id;
+        if (typeof containerId === 'string' && containerId) return containerId;
+        throw new FairApiError('start program', undefined, 'the Create result has no container_id', false);
+      }
+      const status = await this.retrying(() => this.deps.fair!.programStatus(node, programId, { signal }), signal);
+      if (status === 'Completed') throw new FairApiError('start program', undefined, 'the program completed without creating a container', false);
+      await delay(this.timing.programPollMs, signal);
+    }
+  }
+
+  /** Waits for the Start command's entry; a taken host port is its own case. */
+  private async startCommandDone(node: string, programId: string, signal: AbortSignal): Promise<void> {
+    for (;;) {
+      const entries = await this.retrying(() => this.deps.fair!.programResult(node, programId, { signal }), signal);
+      const start = entries[1];
+      if (start && 'err' in start) {
+        const text = errText(start.err);
+        if (/port is already allocated/i.test(text)) throw new PortTaken(text);
+        throw new FairApiError('start program', undefined, text, false);
+      }
+      if (start) return;
+      const status = await this.retrying(() => this.deps.fair!.programStatus(node, programId, { signal }), signal);
+      if (status === 'Completed') return;
+      await delay(this.timing.programPollMs, signal);
+    }
+  }
+
+  /**
+   * Our container never ran: something else holds the host port. If a diffusion server answers
+   * there, use it, labelled as not ours (nothing will claim to stop it); otherwise say what to change.
+   */
+  private async portTaken(id: string, node: FairNode, endpoint: string, deadline: number, signal: AbortSignal) {
+    const { config, inference } = this.deps;
+    // Created but never started: it holds neither the port nor the GPU, so there is nothing to kill.
+    await this.write(() => this.records.remove(id));
+    if ((await inference.probe(endpoint)) !== 'down') {
+      this.log.warn({ endpoint }, 'host port taken by a diffusion server this bot did not start; using it, and never stopping it');
+      await this.waitUntilReady(endpoint, deadline, signal);
+      const adopted = await this.write(() =>
+        this.records.create({ node: node.nodeId, hostAddress: node.hostAddress, endpoint, phase: 'ready', startedAt: new Date().toISOString(), external: true }),
+      );
+      return { endpoint, record: adopted };
+    }
+    throw new StartupError(
+      'failed',
+      messages.startupFailed(
+        `host port ${config.fairPorts.host} is already taken on node ${node.nodeId} and no diffusion server answers there (change FAIR_PORTS)`,
+      ),
+    );
+  }
+
+  /**
+   * Watches for the container exiting during its cold start, with a Wait program on it
+   * (INFERRED wire form, see programs.ts). A cluster that refuses it only costs the early notice.
+   */
+  private watchExit(node: string, containerId: string, signal: AbortSignal): () => Promise<number | undefined> {
+    const fair = this.deps.fair!;
+    const wait = fair.createProgram(node, waitProgram(containerId), { signal }).catch((error: unknown) => {
+      if (!signal.aborted) this.log.warn({ reason: describe(error) }, 'cannot watch the container for an early exit; a crash during start-up shows as a timeout');
+      return undefined;
+    });
+    let checkedAt = Date.now();
+    return async () => {
+      if (Date.now() - checkedAt < this.timing.exitPollMs) return undefined;
+      checkedAt = Date.now();
+      const program = await wait;
+      if (!program) return undefined;
+      const status = await fair.programStatus(node, program.programId, { signal }).catch(passing);
+      if (status !== 'Completed') return undefined;
+      const entries = await fair.programResult(node, program.programId, { signal }).catch(passing);
+      const entry = entries?.[0];
+      return entry && 'ok' in entry ? (exitCodeOf(entry.ok) ?? -1) : undefined;
+    };
+  }
+
+  private async pickNode(signal: AbortSignal): Promise<FairNode> {
+    const nodes = await this.deps.fair!.listNodes({ signal });
     const wanted = this.deps.config.fairNode;
     if (nodes.length === 0) throw new StartupError('failed', messages.startupFailed('the Fair cluster has no nodes'));
-    if (wanted === 'any') return nodes[0]!;
+    // Without INFERENCE_URL the bot must reach the server at the node's address.
+    const usable = this.deps.config.inferenceUrl ? nodes : nodes.filter((n) => n.hostAddress);
+    if (wanted === 'any') {
+      const node = usable[0];
+      if (!node) throw new StartupError('failed', messages.startupFailed('Fair lists no node with a host_address; set INFERENCE_URL'));
+      return node;
+    }
     const node = nodes.find((n) => n.nodeId === wanted);
     if (!node) {
       throw new StartupError(
@@ -449,30 +711,25 @@ export class GpuLifecycle extends EventEmitter {
         lastError = error;
         const wait = this.timing.fairRetryMs[Math.min(attempt, this.timing.fairRetryMs.length - 1)] ?? 1_000;
         this.log.warn({ reason: error.message, retryInMs: wait }, 'Fair call failed; retrying');
-        signal.throwIfAborted();
         await delay(wait, signal).catch(() => {
-          // Past the deadline, the user is better served by Fair's reason than by "timeout".
-          if ((signal.reason as { name?: string } | undefined)?.name === 'TimeoutError') {
-            throw new StartupError('failed', messages.startupFailed(describe(error)));
-          }
-          throw signal.reason;
+          throw this.deadlineError(signal, error);
         });
       }
     }
   }
 
-  /**
-   * Settles as `fn()` does, or rejects when `signal` aborts first. A passed deadline is put
-   * in words: the last error Fair gave in this retry loop, else that it did not answer.
-   */
+  /** Past the deadline, the user is better served by Fair's last reason than by "timeout". */
+  private deadlineError(signal: AbortSignal, lastError?: FairApiError): unknown {
+    if ((signal.reason as { name?: string } | undefined)?.name !== 'TimeoutError') return signal.reason;
+    const timeoutS = Math.round(this.deps.config.startupTimeoutMs / 1000);
+    const reason = lastError ? describe(lastError) : `the Fair control plane did not answer within ${timeoutS} s (STARTUP_TIMEOUT_S)`;
+    return new StartupError('failed', messages.startupFailed(reason));
+  }
+
+  /** Settles as `fn()` does, or rejects when `signal` aborts first (in words, see deadlineError). */
   private untilAborted<T>(fn: () => Promise<T>, signal: AbortSignal, lastError?: FairApiError): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const onAbort = () => {
-        if ((signal.reason as { name?: string } | undefined)?.name !== 'TimeoutError') return reject(signal.reason);
-        const timeoutS = Math.round(this.deps.config.startupTimeoutMs / 1000);
-        const reason = lastError ? describe(lastError) : `the Fair control plane did not answer within ${timeoutS} s (STARTUP_TIMEOUT_S)`;
-        reject(new StartupError('failed', messages.startupFailed(reason)));
-      };
+      const onAbort = () => reject(this.deadlineError(signal, lastError));
       if (signal.aborted) return onAbort();
       signal.addEventListener('abort', onAbort, { once: true });
       fn().then(
@@ -482,7 +739,7 @@ export class GpuLifecycle extends EventEmitter {
         },
         (error: unknown) => {
           signal.removeEventListener('abort', onAbort);
-          reject(error);
+          reject(signal.aborted ? this.deadlineError(signal, lastError) : error);
         },
       );
     });
@@ -506,10 +763,21 @@ export class GpuLifecycle extends EventEmitter {
     }
   }
 
-  private async waitUntilReady(endpoint: string, deadline: number, signal: AbortSignal): Promise<void> {
+  private async waitUntilReady(
+    endpoint: string,
+    deadline: number,
+    signal: AbortSignal,
+    ours?: { recordId: string; exited: () => Promise<number | undefined> },
+  ): Promise<void> {
     for (;;) {
       signal.throwIfAborted();
       if ((await this.deps.inference.probe(endpoint)) === 'ready') return;
+      if (ours) {
+        // Killed from another process (its /gpu kill marks the record), or the container exited.
+        if (this.records.get()?.abandoned) throw new StartupError('killed', messages.killedByAdmin);
+        const exitCode = await ours.exited();
+        if (exitCode !== undefined) throw new StartupError('failed', messages.startupFailed(messages.serverExited(exitCode)));
+      }
       if (Date.now() >= deadline) {
         throw new StartupError('timeout', messages.startupTimeout(this.deps.config.startupTimeoutMs / 1000));
       }
@@ -517,35 +785,153 @@ export class GpuLifecycle extends EventEmitter {
     }
   }
 
+  /** Moves our start's record on; if another process marked it abandoned (a kill), the start ends here. */
+  private async advance(id: string, patch: Partial<ServerRecord>): Promise<ServerRecord> {
+    const record = await this.write(() => this.records.update(id, patch));
+    if (!record || record.abandoned) throw new StartupError('killed', messages.killedByAdmin);
+    return record;
+  }
+
+  /**
+   * A start given up after Fair took its program: marked abandoned (durably, so a restart or
+   * another process finishes it too); a kill waiting for this start stops it, else sync() does.
+   */
+  private async abandon(id: string, killerStopsIt: boolean): Promise<void> {
+    const record = await this.write(() => this.records.update(id, { abandoned: true })).catch(() => undefined);
+    // Stopped right after this start has let go of the lease (and its waiting jobs heard why),
+    // by the same code that finishes any pending kill.
+    if (record && !killerStopsIt) setImmediate(() => void this.sync());
+  }
+
   // --- stopping -----------------------------------------------------------------
 
-  private stop(reason: 'admin' | 'idle'): Promise<void> {
+  /**
+   * Kills what a record names and forgets the record once Fair confirmed it, within a stop's
+   * own deadline. The caller holds the lease. A start whose container Fair has not named yet
+   * stays recorded as abandoned ("pending"); a Kill that failed stays recorded as stopping.
+   */
+  private async retire(record: ServerRecord): Promise<StopOutcome> {
+    const fair = this.deps.fair!;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new DOMException('stop deadline', 'TimeoutError')), this.timing.stopTimeoutMs);
+    const signal = abort.signal;
+    try {
+      if (record.phase === 'creating' && !record.programId) {
+        // Our own PUT still unanswered: its answer decides whether there is anything to kill.
+        if (this.putInFlight?.recordId === record.id) await Promise.race([this.putInFlight.answer, abortedPromise(signal)]);
+        const now = this.records.get();
+        if (now?.id === record.id && now.phase === 'creating') {
+          await this.write(() => this.records.update(record.id, { abandoned: true }));
+          return { kind: 'pending', reason: 'Fair has not answered the start program yet; it is killed once Fair does' };
+        }
+        if (now?.id !== record.id) return { kind: 'stopped' };
+        record = now;
+      }
+      let containerId = record.containerId;
+      if (!containerId && record.programId) {
+        const named = await this.namedContainer(record.node, record.programId, signal);
+        if (named === 'not-yet') {
+          await this.write(() => this.records.update(record.id, { abandoned: true }));
+          return { kind: 'pending', reason: `Fair has not created the container of start program ${record.programId} yet; it is killed as soon as Fair does` };
+        }
+        containerId = named ?? undefined;
+      }
+      if (!containerId) {
+        // Nothing was created (Create failed, or the PUT never became a program): nothing to kill.
+        await this.write(() => this.records.remove(record.id));
+        return { kind: 'stopped' };
+      }
+      await this.write(() => this.records.update(record.id, { phase: 'stopping', containerId }));
+      this.log.info({ node: record.node, containerId }, 'stopping the GPU server');
+      try {
+        await fair.killContainer(record.node, containerId, { signal, pollMs: this.timing.programPollMs });
+      } catch (error) {
+        // Fair saying the container is not there (any more) is the confirmation a Kill is for.
+        if (!(error instanceof FairApiError && !error.transient && meansAlreadyGone(error.serverMessage))) {
+          const reason = signal.aborted ? `Fair did not confirm the Kill within ${Math.round(this.timing.stopTimeoutMs / 1000)} s` : describe(error);
+          return { kind: 'failed', reason };
+        }
+      }
+      await this.write(() => this.records.remove(record.id));
+      return { kind: 'stopped' };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The container a start program made: its id, null when it made none, 'not-yet' while Create has not run. */
+  private async namedContainer(node: string, programId: string, signal: AbortSignal): Promise<string | null | 'not-yet'> {
+    const fair = this.deps.fair!;
+    for (;;) {
+      try {
+        const [create] = await fair.programResult(node, programId, { signal });
+        if (create && 'err' in create) return null;
+        if (create) {
+          const id = (create.ok as { container_id?: unknown } | null)?.container_id;
+          return typeof id === 'string' && id ? id : null;
+        }
+        if ((await fair.programStatus(node, programId, { signal })) === 'Completed') return null;
+      } catch (error) {
+        if (signal.aborted) return 'not-yet';
+        // Fair forgot the program, or refuses to say: the container cannot be named now; keep trying later.
+        if (!(error instanceof FairApiError && error.transient)) return 'not-yet';
+      }
+      try {
+        await delay(this.timing.programPollMs, signal);
+      } catch {
+        return 'not-yet';
+      }
+    }
+  }
+
+  private stop(reason: 'admin' | 'idle'): Promise<StopOutcome> {
     this.stopping ??= this.runStop(reason).finally(() => {
       this.stopping = undefined;
     });
     return this.stopping;
   }
 
-  private async runStop(reason: 'admin' | 'idle'): Promise<void> {
+  private async runStop(reason: 'admin' | 'idle'): Promise<StopOutcome> {
     this.clearIdleTimer();
-    const previous = this.currentState;
-    this.epoch++;
-    this.setState('stopping');
-    try {
-      const record = await this.completeRecord();
-      if (record?.containerId && this.deps.fair) {
-        this.log.info({ reason, node: record.node, containerId: record.containerId }, 'stopping the GPU server');
-        await this.deps.fair.killContainer(record.node, record.containerId, { pollMs: this.timing.programPollMs });
+    // The lease: wait for a start or stop in another process, within the stop's own deadline.
+    const until = Date.now() + this.timing.stopTimeoutMs;
+    while (!this.takeLease(reason === 'admin' ? 'stopping the GPU server (/gpu kill)' : 'stopping the idle GPU server')) {
+      if (Date.now() >= until || (reason === 'idle' && this.closed)) {
+        if (reason === 'idle') return { kind: 'in-use' };
+        return { kind: 'pending', reason: 'another fairbot process on this DATA_DIR is changing the GPU server; its start was told to stop' };
       }
-      this.deps.store.clear();
-      this.endpoint = undefined;
-      this.setState('stopped');
-      this.emit('stopped', { reason });
-    } catch (error) {
-      this.log.error({ reason: describe(error) }, 'could not stop the GPU server');
-      this.setState(previous === 'ready' ? 'ready' : 'stopped');
-      if (this.currentState === 'ready') this.armIdleTimer();
-      throw error;
+      await delay(this.timing.probeIntervalMs);
+    }
+    try {
+      const record = this.records.get();
+      if (reason === 'idle' && (this.busy > 0 || this.otherUsers().length > 0)) {
+        if (this.currentState === 'ready') this.armIdleTimer();
+        return { kind: 'in-use' };
+      }
+      if (!record) {
+        if (this.endpointRecordId !== undefined) this.dropServer();
+        return { kind: 'not-running' };
+      }
+      if (record.external) return { kind: 'external', endpoint: record.endpoint };
+      const previous = this.currentState;
+      this.epoch++;
+      this.setState('stopping');
+      const outcome = await this.retire(record).catch((error: unknown): StopOutcome => ({ kind: 'failed', reason: describe(error) }));
+      if (outcome.kind === 'stopped') {
+        this.endpoint = undefined;
+        this.endpointRecordId = undefined;
+        this.setState('stopped');
+        this.emit('stopped', { reason });
+      } else {
+        this.lastError = outcome.kind === 'failed' ? `stopping the GPU server failed: ${outcome.reason}` : undefined;
+        this.log.error({ outcome }, 'the GPU server is not confirmed stopped');
+        // Still ours to stop: the record stays; sync() retries the kill.
+        this.setState(previous === 'ready' && outcome.kind === 'failed' ? 'ready' : 'stopped');
+        if (this.currentState === 'ready') this.armIdleTimer();
+      }
+      return outcome;
+    } finally {
+      this.releaseLease();
     }
   }
 
@@ -553,7 +939,8 @@ export class GpuLifecycle extends EventEmitter {
     const idleMs = this.deps.config.idleShutdownMs;
     if (this.closed || idleMs <= 0 || this.busy > 0 || this.currentState !== 'ready' || this.idleTimer) return;
     // Only a server this bot started (one with a container id) is ours to stop.
-    if (!this.deps.fair || !this.deps.store.load()?.containerId) return;
+    const record = this.safeRecord();
+    if (!this.deps.fair || !record?.containerId || record.external) return;
     this.idleShutdownAt = Date.now() + idleMs;
     this.idleTimer = setTimeout(() => {
       this.idleTimer = undefined;
@@ -571,6 +958,143 @@ export class GpuLifecycle extends EventEmitter {
     this.idleShutdownAt = undefined;
   }
 
+  // --- what other processes did, and what is left open -------------------------
+
+  /** Follows the shared record (another process started or stopped the server), renews leases, finishes pending kills. */
+  private sync(): Promise<void> {
+    if (this.closed && this.syncing === undefined) return Promise.resolve();
+    this.syncing ??= this.runSync()
+      .catch((error: unknown) => this.log.warn({ reason: describe(error) }, 'could not read the GPU server record'))
+      .finally(() => {
+        this.syncing = undefined;
+      });
+    return this.syncing;
+  }
+
+  private async runSync(): Promise<void> {
+    await this.holdUseLease();
+    if (this.closed) return;
+    const record = this.records.get();
+    const following = !this.starting && !this.stopping;
+    if (following && this.currentState === 'ready' && this.endpointRecordId !== undefined && record?.id !== this.endpointRecordId) {
+      // Stopped (or replaced) by another process.
+      this.log.info('the GPU server was stopped by another fairbot process');
+      this.dropServer();
+    }
+    if (!record) return;
+    if (record.phase === 'ready' && !record.abandoned) {
+      if (!following || this.currentState !== 'stopped') return;
+      if ((await this.deps.inference.probe(record.endpoint)) === 'ready' && this.currentState === 'stopped' && !this.starting) {
+        this.log.info({ endpoint: record.endpoint }, 'GPU server started by another fairbot process; using it');
+        this.useServer(record.endpoint, record);
+      }
+      return;
+    }
+    const leftOpen = record.phase !== 'ready' && !record.external && Date.parse(record.startedAt) + this.deps.config.startupTimeoutMs < Date.now();
+    if (!(record.abandoned || record.phase === 'stopping' || leftOpen)) return;
+    if (!this.takeLease('finishing a pending kill')) return;
+    try {
+      const current = this.records.get();
+      if (current?.id !== record.id) return;
+      const outcome = await this.retire(current);
+      this.log.info({ node: current.node, containerId: current.containerId, outcome: outcome.kind }, 'finishing a pending kill');
+    } finally {
+      this.releaseLease();
+    }
+  }
+
+  // --- leases ---------------------------------------------------------------------
+
+  /** Takes the lease that lets one process at a time start or stop the server (renewed until released). */
+  private takeLease(info: string): boolean {
+    if (this.leaseHeld) return false;
+    let taken = false;
+    try {
+      taken = this.records.leases.acquire(LIFECYCLE_LEASE, this.holder, this.timing.leaseTtlMs, info);
+    } catch {
+      return false; // the database is busy: try again on the next round
+    }
+    if (!taken) return false;
+    this.leaseHeld = true;
+    this.leaseHeartbeat = setInterval(() => {
+      try {
+        this.records.leases.renew(LIFECYCLE_LEASE, this.holder, this.timing.leaseTtlMs);
+      } catch {
+        /* busy: the next beat renews it */
+      }
+    }, this.timing.leaseTtlMs / 3);
+    this.leaseHeartbeat.unref();
+    return true;
+  }
+
+  private releaseLease(): void {
+    if (!this.leaseHeld) return;
+    this.leaseHeld = false;
+    clearInterval(this.leaseHeartbeat);
+    try {
+      this.records.leases.release(LIFECYCLE_LEASE, this.holder);
+    } catch {
+      /* it expires by itself */
+    }
+  }
+
+  /** While this process has jobs, it says so in a lease: no other process's idle stop kills the server under them. */
+  private async holdUseLease(): Promise<void> {
+    const name = USE_LEASE_PREFIX + this.holder;
+    const want = this.busy > 0 && !this.closed;
+    if (!want && !this.usingServer) return;
+    try {
+      await retryBusy(() => {
+        if (want) this.records.leases.acquire(name, this.holder, this.timing.leaseTtlMs, `${this.busy} job(s)`);
+        else this.records.leases.release(name, this.holder);
+      });
+      this.usingServer = want;
+    } catch (error) {
+      this.log.warn({ reason: describe(error) }, 'could not record that this process uses the GPU server');
+    }
+  }
+
+  private otherUsers() {
+    return this.safely(() => this.records.leases.live(USE_LEASE_PREFIX).filter((l) => l.holder !== this.holder)) ?? [];
+  }
+
+  // --- small helpers -------------------------------------------------------------
+
+  private useServer(endpoint: string, record: ServerRecord | undefined): void {
+    this.endpoint = endpoint;
+    this.endpointRecordId = record?.id;
+    this.epoch++;
+    this.setState('ready');
+    this.armIdleTimer();
+  }
+
+  private dropServer(): void {
+    this.epoch++;
+    this.endpoint = undefined;
+    this.endpointRecordId = undefined;
+    this.clearIdleTimer();
+    this.setState('stopped');
+  }
+
+  /** A record write, retried while another process holds the database's write lock. */
+  private write<T>(action: () => T): Promise<T> {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), this.timing.stopTimeoutMs);
+    return retryBusy(action, abort.signal).finally(() => clearTimeout(timer));
+  }
+
+  private safeRecord(): ServerRecord | undefined {
+    return this.safely(() => this.records.get());
+  }
+
+  private safely<T>(read: () => T): T | undefined {
+    try {
+      return read();
+    } catch {
+      return undefined;
+    }
+  }
+
   private setState(state: GpuState): void {
     if (state === this.currentState) return;
     this.currentState = state;
@@ -578,6 +1102,9 @@ export class GpuLifecycle extends EventEmitter {
     this.emit('state', state);
   }
 }
+
+/** The Start command found the host port taken. */
+class PortTaken extends Error {}
 
 export function describe(error: unknown): string {
   if (error instanceof StartupError) return error.message;
@@ -592,6 +1119,44 @@ export function describe(error: unknown): string {
 
 function isShutdown(signal: AbortSignal): boolean {
   return signal.reason instanceof StartupError && signal.reason.kind === 'shutdown';
+}
+
+function isKilled(cause: unknown): boolean {
+  const reason = cause instanceof AbortSignal ? cause.reason : cause;
+  return reason instanceof StartupError && reason.kind === 'killed';
+}
+
+/** Swallows a transient control-plane error (the caller polls again); rethrows the rest. */
+function passing(error: unknown): undefined {
+  if (error instanceof FairApiError && error.transient) return undefined;
+  throw error;
+}
+
+function errText(err: unknown): string {
+  if (typeof err === 'string') return err;
+  try {
+    return JSON.stringify(err).slice(0, 300);
+  } catch {
+    return String(err);
+  }
+}
+
+/** An IPv6 address goes in brackets in a URL. */
+function urlHost(address: string): string {
+  return address.includes(':') && !address.startsWith('[') ? `[${address}]` : address;
+}
+
+/** Resolves when `signal` aborts. */
+function abortedPromise(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
+}
+
+/** Waits for `promise` to settle, but no longer than `ms`. */
+async function settleWithin(promise: Promise<unknown> | undefined, ms: number): Promise<void> {
+  if (!promise) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise.catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }
 
 export function median(values: number[]): number {

@@ -408,6 +408,8 @@ export class JobService {
   private tickWarming(job: Job): () => void {
     const { lifecycle } = this.deps;
     const tick = () => {
+      const retryInMs = lifecycle.retryInMs();
+      if (retryInMs !== undefined && !job.ended) return job.emit({ type: 'retrying', inS: retryInMs / 1000 });
       const warmingMs = lifecycle.warmingForMs();
       if (warmingMs === undefined || lifecycle.state === 'ready' || job.ended) return;
       const left = lifecycle.expectedColdStartLeftMs();

@@ -25,6 +25,8 @@ export interface GeneratedImage {
 export type JobEvent =
   | { type: 'queued'; position: number; etaS?: number }
   | { type: 'warming'; elapsedS: number; etaS?: number }
+  /** The last start failed; the next attempt waits out its backoff. */
+  | { type: 'retrying'; inS: number }
   | { type: 'generating'; etaS?: number }
   | { type: 'done'; image: GeneratedImage; generationMs: number }
   | { type: 'failed'; message: string; reason: FailureReason };

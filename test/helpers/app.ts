@@ -19,6 +19,11 @@ export const FAST_TIMING: NonNullable<ServiceOptions['timing']> = {
   fairRetryMs: [20, 40, 80],
   programPollMs: 10,
   earlierRefusedMs: 300,
+  stopTimeoutMs: 2_000,
+  leaseTtlMs: 1_500,
+  syncIntervalMs: 50,
+  exitPollMs: 20,
+  closeWaitMs: 1_000,
   warmingTickMs: 50,
 };
 
