@@ -1,9 +1,43 @@
-// Stand-in for the Fair control plane, API v0 / protocol V018 (SPEC section 3): a real
-// HTTP server that validates programs strictly and "runs" the diffusion container by
-// spawning the diffusion stand-in on the requested host port after a cold start.
+// Stand-in for the Fair control plane, API v0 / protocol V018 (SPEC section 3): a real HTTP
+// server that validates programs strictly (fair-programs.ts) and runs them as a node would,
+// taking time, so a client meets every window the real one has.
+//
+// What it models (defaults in brackets; every duration can be set per node):
+// - A program answers `Queued` for `queueMs` [10], then `Processing` while its commands run one
+//   by one, then `Completed`. `result` holds the entries of the commands finished so far (it
+//   grows); an `Err` entry ends the program.
+// - `Create` pulls the image for `pullMs` [20]; then the container exists (not running) and the
+//   entry `{"Ok":{"container_id":ID}}` appears ('created' event).
+// - `Start` takes `startMs` [2], then binds the host port on the node's host_address (a port in
+//   use on that node or that address: `Err` "port is already allocated"); from then the container
+//   runs ('start' event) and, after `coldStartMs` [50], the diffusion stand-in listens on that
+//   port ('diffusion-listening'). With `dockerProxy` the port accepts and resets connections
+//   during the cold start, as docker-proxy does; otherwise it refuses them.
+// - `Wait` (`[Wait ID]`, or `Wait $0` ending `[Create, Start, Wait]`) stays `Processing` while
+//   the container runs and ends with `{"Ok":{"exit_code":N}}` when it exits: 137 after a Kill,
+//   the code given to a crash (1 by default), 0 when the diffusion server closes cleanly; at once
+//   for a container that never started (0) or already exited. Unknown id: `Err` "No such container".
+// - `Kill` takes `killMs` [5] after its queue; a container that is not running (created, exited)
+//   or unknown is an `Err` with Docker's text. A Kill sent while the Create still pulls cannot
+//   name the container (its id does not exist yet): the container then comes up regardless.
+// - Exits: Kill (137), crashDiffusion(code), a crash during start-up (`crashDuringStartup`:
+//   the container exits `afterMs` after Start, before the diffusion server listens), or the
+//   diffusion stand-in closing by itself. Each emits 'exited' ({node, containerId, exitCode}).
+// - Nodes: each has its own host_address (use the loopback range, 127.0.0.2, 127.0.0.3...:
+//   Linux answers on all of 127.0.0.0/8), so two nodes can publish the same host port; a node
+//   may be listed without one (its containers then bind 127.0.0.1). A node can be made slow
+//   (setTiming), NotResponding (its programs answer so and stop advancing until it is back) or
+//   removed from GET /nodes (new programs there answer 404; its running programs go on).
+// - Faults: setFault (every call, as before), failCall (one call kind, optionally one program
+//   kind: an HTTP status, 'down' = the socket is reset, or '500-after-acting' = the call takes
+//   effect, e.g. the program is created and runs, but the answer is a 500), setProgramStatus
+//   (every program of a kind answers a given status, e.g. the unknown `Expired`).
+// - `programStatusSequence` scripts `info` poll by poll (the last entry repeats) for tests that
+//   need exact statuses; with it the durations above default to 0 (commands run at once).
+// Ids are above 2^53 (program ids above 2^64), so a client that parses them as numbers fails.
 import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import {
@@ -14,31 +48,74 @@ import {
   type DiffusionOptions,
   type DiffusionStandin,
 } from './diffusion.js';
+import { isObj, validateProgram, type Command, type ProgramKind } from './fair-programs.js';
 
 import { registerSecret } from '../helpers/secret-scan.js';
 
 export { waitForEvent } from './diffusion.js';
+export type { ProgramKind } from './fair-programs.js';
 
 export const PROTOCOL_VERSION = 'V018';
 export type ProgramStatus = 'Queued' | 'NotResponding' | 'Processing' | 'Completed';
 export type FairFault = 'down' | '500' | 'slow' | 'login-refused';
+/** The calls of SPEC section 3, as failCall and callCount name them. */
+export type FairCall = 'login' | 'nodes' | 'create' | 'eof' | 'info' | 'result';
 
-export interface FairOptions {
+/** How long each step of a program takes on a node. */
+export interface FairTiming {
+  /** A program answers Queued this long before its first command runs. */
+  queueMs?: number;
+  /** The image pull of a Create. */
+  pullMs?: number;
+  /** A Start, before the host port is bound. */
+  startMs?: number;
+  /** A Kill, once its program runs. */
+  killMs?: number;
+}
+
+export interface FairNodeOptions extends FairTiming {
+  node_id: string;
+  /** Omitted from GET /nodes when absent (the node's containers then bind 127.0.0.1). */
+  host_address?: string;
+}
+
+export interface CallFault {
+  call: FairCall;
+  /** Only calls about programs of this kind (create, eof, info, result). */
+  kind?: ProgramKind;
+  /** An HTTP status to answer instead; 'down' resets the socket; '500-after-acting' acts, then answers 500. */
+  status: number | 'down' | '500-after-acting';
+  /** How many matching calls fail [1]. */
+  times?: number;
+}
+
+export interface StartupCrash {
+  /** [1] */
+  exitCode?: number;
+  /** After Start, always before the diffusion server listens [10]. */
+  afterMs?: number;
+  /** How many of the next containers crash so [1]. */
+  times?: number;
+}
+
+export interface FairOptions extends FairTiming {
   port?: number;
   host?: string;
   email?: string;
   password?: string;
-  nodes?: Array<{ node_id: string; host_address: string }>;
-  /** Delay between the Start program and the diffusion server listening. */
+  nodes?: FairNodeOptions[];
+  /** Delay between Start and the diffusion server listening. */
   coldStartMs?: number;
   /** Forwarded to startDiffusionStandin for each container (read at spawn time). */
   diffusion?: Omit<DiffusionOptions, 'port' | 'host'>;
-  /** What successive `info` polls of one program answer; the last one repeats. */
+  /** What successive `info` polls of one program answer; the last one repeats. Durations then default to 0. */
   programStatusSequence?: ProgramStatus[];
   /** Tokens older than this answer 401. */
   tokenTtlMs?: number;
   /** Like docker-proxy: the host port accepts and resets connections during the cold start (default: refused). */
   dockerProxy?: boolean;
+  /** The next container(s) exit during their cold start. */
+  crashDuringStartup?: StartupCrash;
 }
 
 export interface FairRequest {
@@ -47,6 +124,9 @@ export interface FairRequest {
   path: string;
   body: unknown;
   at: number;
+  call?: FairCall;
+  /** The kind of the program the call is about, when it names one. */
+  kind?: ProgramKind;
 }
 
 export interface FairContainer {
@@ -54,11 +134,25 @@ export interface FairContainer {
   node: string;
   programId: string;
   hostPort: number;
-  /** From Start until Kill or crash, as Docker sees it (the app may still be cold). */
-  running: boolean;
+  /** Where the host port is published: the node's host_address (127.0.0.1 without one). */
+  hostAddress: string;
+  /** created (pulled, never started), running (from Start until it exits, as Docker sees it: the app may still be cold), exited. */
+  state: 'created' | 'running' | 'exited';
+  readonly running: boolean;
+  exitCode?: number;
   diffusion?: DiffusionStandin;
   /** Why the server never came up (e.g. the port was taken at spawn time). */
   error?: string;
+}
+
+export interface FairProgram {
+  node: string;
+  programId: string;
+  bucketId: string;
+  kind: ProgramKind;
+  /** What the program really is (info may answer otherwise: NotResponding, an injected status, the script). */
+  status: 'Queued' | 'Processing' | 'Completed';
+  result: unknown[];
 }
 
 export interface FairStandin {
@@ -71,13 +165,26 @@ export interface FairStandin {
   containers: Map<string, FairContainer>;
   /** Mutable: changes apply to the next container spawned. */
   diffusionOptions: Omit<DiffusionOptions, 'port' | 'host'>;
-  /** 'request' (FairRequest), 'start' ({node, programId, containerId, hostPort}),
-   *  'kill' ({node, containerId, ok}), 'diffusion-listening' (DiffusionStandin, containerId),
-   *  'rejected' ({path, message}), 'container-error' (FairContainer). */
+  /** 'request' (FairRequest), 'created' ({node, programId, containerId}), 'start' ({node, programId,
+   *  containerId, hostPort}), 'kill' ({node, containerId, ok}), 'exited' ({node, containerId, exitCode}),
+   *  'diffusion-listening' (DiffusionStandin, containerId), 'rejected' ({path, message}),
+   *  'container-error' (FairContainer), 'program-status' ({node, programId, kind, status}) when a
+   *  program starts Processing or Completes. */
   events: EventEmitter;
-  /** Valid Create+Start programs received. */
+  /** Valid Create+Start(+Wait) programs received. */
   startPrograms(): number;
+  /** Kill programs received (whatever they did). */
   killPrograms(): Array<{ node: string; containerId: string }>;
+  /** Programs received, by kind. */
+  programCounts(): Record<ProgramKind, number>;
+  /** Every program, in the order received, as it stands now. */
+  programs(): FairProgram[];
+  /** Resolves once the program has reached `status` [Completed] (at once if it has). */
+  waitForProgram(programId: string, status?: FairProgram['status'], timeoutMs?: number): Promise<FairProgram>;
+  /** The containers running now (started, not exited; the app may still be cold). */
+  liveContainers(): Array<{ node: string; containerId: string; programId: string; hostPort: number; hostAddress: string }>;
+  /** Requests received for a call (optionally about programs of one kind), faulted ones included. */
+  callCount(call: FairCall, kind?: ProgramKind): number;
   /** POST /auth/login requests received (successful or not). */
   logins(): number;
   /** Bucket ids whose stdin was closed. */
@@ -86,8 +193,23 @@ export interface FairStandin {
   /** The live diffusion stand-in, waiting for one to start listening if need be. */
   waitForDiffusion(timeoutMs?: number): Promise<DiffusionStandin>;
   expireTokens(): void;
+  /** Every request (login only, for 'login-refused') meets the fault. */
   setFault(fault: FairFault | null, opts?: { times?: number; slowMs?: number }): void;
-  crashDiffusion(): void;
+  /** Calls of one kind fail; several can be armed at once, the first armed match applies. */
+  failCall(fault: CallFault): void;
+  /** `info` of every program of this kind answers `status` (e.g. 'Expired'); null turns it off. */
+  setProgramStatus(kind: ProgramKind, status: string | null): void;
+  /** The node's programs answer NotResponding and stop advancing (containers keep running) until turned off. */
+  setNotResponding(nodeId: string, on?: boolean): void;
+  removeNode(nodeId: string): void;
+  restoreNode(nodeId: string): void;
+  /** Changes durations from the next step on, for one node or (without nodeId) every node without its own. */
+  setTiming(timing: FairTiming, nodeId?: string): void;
+  /** The next container(s) exit during their cold start. */
+  crashDuringStartup(crash?: StartupCrash): void;
+  /** The live diffusion server dies abruptly; its container exits with exitCode [1]. */
+  crashDiffusion(exitCode?: number): void;
+  /** Stops every timer, server and socket, whatever state programs are in. */
   close(): Promise<void>;
 }
 
@@ -103,11 +225,11 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Listens on 127.0.0.1:port, or rejects with EADDRINUSE. */
-function bind(server: NetServer, port: number): Promise<void> {
+/** Listens on address:port, or rejects with EADDRINUSE. */
+function bind(server: NetServer, port: number, address: string): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => {
+    server.listen(port, address, () => {
       server.off('error', reject);
       resolve();
     });
@@ -116,89 +238,93 @@ function bind(server: NetServer, port: number): Promise<void> {
 
 const closeNet = (s: NetServer) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r()));
 
-// ---- strict program validation (throws the 400 message) ----
-
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-
-function shape(v: unknown, keys: string[], where: string): Obj {
-  if (!isObj(v)) throw new Error(`${where} must be an object`);
-  const extra = Object.keys(v).filter((k) => !keys.includes(k));
-  const missing = keys.filter((k) => !(k in v));
-  if (extra.length) throw new Error(`${where}: unexpected key(s) ${extra.join(', ')}`);
-  if (missing.length) throw new Error(`${where}: missing key(s) ${missing.join(', ')}`);
-  return v;
-}
-
-const isPort = (p: unknown): p is number => Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536;
-
-/** Validates `[Create, Start{$0}]` and returns the first host port. */
-function validateStart(cmds: unknown[]): number {
-  const create = shape(cmds[0], ['type', 'container_desc'], 'commands[0]');
-  const desc = shape(create.container_desc, ['image', 'runtime', 'ports', 'command', 'host_config'], 'container_desc');
-  if (typeof desc.image !== 'string' || !desc.image) throw new Error('container_desc.image must be a non-empty string');
-  if (typeof desc.runtime !== 'string' || !desc.runtime) throw new Error('container_desc.runtime must be a non-empty string');
-  if (!Array.isArray(desc.command) || !desc.command.every((c) => typeof c === 'string')) {
-    throw new Error('container_desc.command must be an array of strings');
-  }
-  const hc = shape(desc.host_config, ['network_mode'], 'container_desc.host_config');
-  if (typeof hc.network_mode !== 'string' || !hc.network_mode) throw new Error('host_config.network_mode must be a string');
-  if (!Array.isArray(desc.ports) || desc.ports.length === 0) throw new Error('container_desc.ports must be a non-empty array');
-  const hostPorts = desc.ports.map((m: unknown, i) => {
-    if (!Array.isArray(m) || m.length !== 2) throw new Error(`ports[${i}] must be a [host, container] pair`);
-    const host = shape(m[0], ['port', 'ip'], `ports[${i}][0]`);
-    const cont = shape(m[1], ['port', 'protocol'], `ports[${i}][1]`);
-    if (!isPort(host.port) || !isPort(cont.port)) throw new Error(`ports[${i}]: ports must be integers 1-65535`);
-    if (host.ip !== 'null') throw new Error(`ports[${i}][0].ip must be the string "null"`);
-    if (cont.protocol !== 'Tcp') throw new Error(`ports[${i}][1].protocol must be "Tcp"`);
-    return host.port;
-  });
-  const start = shape(cmds[1], ['type', 'container_id'], 'commands[1]');
-  if (start.container_id !== '$0') throw new Error('commands[1].container_id must be "$0"');
-  return hostPorts[0]!;
-}
+const DEFAULT_TIMING: Required<FairTiming> = { queueMs: 10, pullMs: 20, startMs: 2, killMs: 5 };
+const INSTANT: Required<FairTiming> = { queueMs: 0, pullMs: 0, startMs: 0, killMs: 0 };
+const KILLED = 137; // 128 + SIGKILL, as Docker reports it
 
 // Ids above 2^53 (and 2^63), so a client that parses them as numbers gets them wrong.
 const PROGRAM_ID_BASE = 18446744073709551000n;
 const BUCKET_ID_BASE = 9223372036854775900n;
 
-interface Program {
-  node: string;
-  polls: number;
-  result: unknown[];
+interface Container extends FairContainer {
+  /** Resolves with the exit code. */
+  exited: Promise<number>;
+  onExit(code: number): void;
+  /** The host port, held during the cold start (docker-proxy, or the bind probe). */
+  proxy?: NetServer;
 }
+
+interface Program extends FairProgram {
+  commands: Command[];
+  polls: number;
+  /** What its Create made. */
+  container?: Container;
+}
+
+interface Node {
+  id: string;
+  hostAddress?: string;
+  timing: FairTiming;
+  listed: boolean;
+  notResponding: boolean;
+  /** Resolves when the node answers again. */
+  back: Promise<void>;
+  wake(): void;
+}
+
+type Reply = { status: number; body?: unknown };
 
 export async function startFairStandin(opts: FairOptions = {}): Promise<FairStandin> {
   const email = opts.email ?? 'admin@example.com';
   const password = opts.password ?? 'test-password';
-  const nodes = opts.nodes ?? [{ node_id: 'node-1', host_address: '127.0.0.1' }];
   const coldStartMs = opts.coldStartMs ?? 50;
-  const statusSeq = opts.programStatusSequence ?? ['Queued', 'Processing'];
+  const script = opts.programStatusSequence;
+  const timing: FairTiming = { ...(script ? INSTANT : DEFAULT_TIMING), ...pickTiming(opts) };
   const events = new EventEmitter();
   const requests: FairRequest[] = [];
   const rejections: FairStandin['rejections'] = [];
-  const containers = new Map<string, FairContainer>();
+  const containers = new Map<string, Container>();
   const programs = new Map<string, Program>(); // key: `${node}\n${programId}`
-  const buckets = new Set<string>();
+  const buckets = new Map<string, Program>();
   const eofs: string[] = [];
   const kills: Array<{ node: string; containerId: string }> = [];
   const tokens = new Map<string, number>(); // token → expiry (performance.now())
   const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
-  const proxies = new Map<string, NetServer>(); // containerId → port held during the cold start
+  const callFaults: Array<CallFault & { times: number }> = [];
+  const statusOverrides = new Map<ProgramKind, string>();
+  let startupCrash: Required<StartupCrash> | undefined;
   let seq = 0n;
-  let starts = 0;
   let logins = 0;
   let fault: FairFault | null = null;
   let faultTimes = Infinity;
   let slowMs = 1000;
+  let closed = false;
 
-  const later = (ms: number, fn: () => void) => {
+  const nodes = new Map<string, Node>();
+  for (const n of opts.nodes ?? [{ node_id: 'node-1', host_address: '127.0.0.1' }]) {
+    const node: Node = { id: n.node_id, hostAddress: n.host_address, timing: pickTiming(n), listed: true, notResponding: false, back: Promise.resolve(), wake: () => {} };
+    nodes.set(n.node_id, node);
+  }
+  const nodeNamed = (id: string): Node => {
+    const node = nodes.get(id);
+    if (!node) throw new Error(`no node ${id} in the Fair stand-in`);
+    return node;
+  };
+  const ms = (node: Node, step: keyof FairTiming) => node.timing[step] ?? timing[step]!;
+
+  const later = (delayMs: number, fn: () => void) => {
+    if (closed) return;
     const t = setTimeout(() => {
       timers.delete(t);
       fn();
-    }, ms);
+    }, delayMs);
     timers.add(t);
+  };
+  // After close() it never resolves: whatever awaited it is dropped with nothing left to run.
+  const sleep = (delayMs: number) => new Promise<void>((r) => later(delayMs, r));
+  const answering = async (node: Node) => {
+    while (node.notResponding) await node.back;
   };
 
   const server = createServer((req, res) => {
@@ -211,12 +337,41 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
     s.on('close', () => sockets.delete(s));
   });
 
-  // Returns the fault for this request (login-refused only counts login requests).
+  // Returns the global fault for this request (login-refused only counts login requests).
   function takeFault(isLogin: boolean): FairFault | null {
     if (!fault || (fault === 'login-refused' && !isLogin)) return null;
     const f = fault;
     if (--faultTimes <= 0) fault = null;
     return f;
+  }
+
+  function takeCallFault(call: FairCall | undefined, kind: ProgramKind | undefined): CallFault['status'] | undefined {
+    const i = callFaults.findIndex((f) => f.call === call && (f.kind === undefined || f.kind === kind));
+    if (i < 0) return undefined;
+    const f = callFaults[i]!;
+    if (--f.times <= 0) callFaults.splice(i, 1);
+    return f.status;
+  }
+
+  /** Which call of SPEC section 3 a request is, and the kind of program it is about. */
+  function classify(method: string, seg: string[] | undefined, body: unknown): { call?: FairCall; kind?: ProgramKind } {
+    if (!seg) return {};
+    const is = (m: string, pattern: string) => {
+      const parts = pattern.split('/');
+      return m === method && parts.length === seg.length && parts.every((p, i) => p === ':' || p === seg[i]);
+    };
+    const [, a = '', , b = ''] = seg;
+    if (is('POST', 'auth/login')) return { call: 'login' };
+    if (is('GET', 'nodes')) return { call: 'nodes' };
+    if (is('PUT', 'nodes/:/programs')) {
+      const first = isObj(body) && Array.isArray(body.commands) ? (body.commands[0] as { type?: unknown } | undefined)?.type : undefined;
+      return { call: 'create', kind: ['Create', 'Kill', 'Wait'].includes(first as string) ? (first as ProgramKind) : undefined };
+    }
+    if (is('PUT', 'buckets/:/#stdin/eof')) return { call: 'eof', kind: buckets.get(a)?.kind };
+    for (const call of ['info', 'result'] as const) {
+      if (is('GET', `nodes/:/programs/:/${call}`)) return { call, kind: programs.get(`${a}\n${b}`)?.kind };
+    }
+    return {};
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -233,166 +388,275 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
         badJson = true;
       }
     }
-    const record: FairRequest = { method, path, body, at: performance.now() };
+    let seg: string[] | undefined;
+    if (path.startsWith('/api/v0/')) {
+      try {
+        seg = path.slice('/api/v0/'.length).split('/').map(decodeURIComponent); // `%23stdin` → `#stdin`
+      } catch {
+        seg = undefined;
+      }
+    }
+    const { call, kind } = classify(method, seg, body);
+    const record: FairRequest = { method, path, body, at: performance.now(), ...(call && { call }), ...(kind && { kind }) };
     requests.push(record);
     events.emit('request', record);
 
-    const isLogin = method === 'POST' && path === '/api/v0/auth/login';
-    if (isLogin) logins++;
-    const f = takeFault(isLogin);
-    if (f === 'down') {
-      req.socket.resetAndDestroy();
-      return;
-    }
+    if (call === 'login') logins++;
+    const f = takeFault(call === 'login');
+    if (f === 'down') return void req.socket.resetAndDestroy();
     if (f === '500') return sendJson(res, 500, { message: 'internal server error' });
     if (f === 'login-refused') return sendJson(res, 401, { message: 'login refused' });
-    if (f === 'slow') await new Promise<void>((r) => later(slowMs, r));
+    if (f === 'slow') await sleep(slowMs);
     if (res.destroyed) return;
 
-    if (!path.startsWith('/api/v0/')) return sendJson(res, 404, { message: `no route ${method} ${path}` });
-    let seg: string[];
-    try {
-      seg = path.slice('/api/v0/'.length).split('/').map(decodeURIComponent); // `%23stdin` → `#stdin`
-    } catch {
-      return sendJson(res, 400, { message: 'bad percent-encoding in path' });
-    }
-    if (badJson) return sendJson(res, 400, { message: 'request body is not JSON' });
+    const injected = takeCallFault(call, kind);
+    if (injected === 'down') return void req.socket.resetAndDestroy();
+    if (typeof injected === 'number') return sendJson(res, injected, { message: (STATUS_CODES[injected] ?? 'injected fault').toLowerCase() });
 
-    if (isLogin) {
+    const reply = route(method, path, seg, badJson, body, call, req);
+    if (res.destroyed) return;
+    if (injected === '500-after-acting') return sendJson(res, 500, { message: 'internal server error' });
+    if (reply.body === undefined) res.writeHead(reply.status).end();
+    else sendJson(res, reply.status, reply.body);
+  }
+
+  function route(method: string, path: string, seg: string[] | undefined, badJson: boolean, body: unknown, call: FairCall | undefined, req: IncomingMessage): Reply {
+    const notFound = { status: 404, body: { message: `no route ${method} ${path}` } };
+    if (!path.startsWith('/api/v0/')) return notFound;
+    if (!seg) return { status: 400, body: { message: 'bad percent-encoding in path' } };
+    if (badJson) return { status: 400, body: { message: 'request body is not JSON' } };
+
+    if (call === 'login') {
       if (!isObj(body) || typeof body.email !== 'string' || typeof body.password !== 'string') {
-        return sendJson(res, 400, { message: 'expected {"email","password","version"}' });
+        return { status: 400, body: { message: 'expected {"email","password","version"}' } };
       }
-      if (body.version !== PROTOCOL_VERSION) return sendJson(res, 400, { message: `unsupported protocol version ${String(body.version)}` });
-      if (body.email !== email || body.password !== password) return sendJson(res, 401, { message: 'invalid email or password' });
+      if (body.version !== PROTOCOL_VERSION) return { status: 400, body: { message: `unsupported protocol version ${String(body.version)}` } };
+      if (body.email !== email || body.password !== password) return { status: 401, body: { message: 'invalid email or password' } };
       const token = randomBytes(24).toString('hex');
       registerSecret(token); // the bearer token must never reach a log or a message
       tokens.set(token, performance.now() + (opts.tokenTtlMs ?? Infinity));
-      return sendJson(res, 200, { token });
+      return { status: 200, body: { token } };
     }
 
     const auth = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '');
     const expiry = auth ? tokens.get(auth[1]!) : undefined;
-    if (expiry === undefined || performance.now() >= expiry) return sendJson(res, 401, { message: 'token is missing, invalid or expired' });
+    if (expiry === undefined || performance.now() >= expiry) return { status: 401, body: { message: 'token is missing, invalid or expired' } };
 
-    // `:` matches any one segment.
-    const is = (m: string, pattern: string) => {
-      const parts = pattern.split('/');
-      return m === method && parts.length === seg.length && parts.every((p, i) => p === ':' || p === seg[i]);
-    };
     const [, a = '', , b = ''] = seg;
-    if (is('GET', 'nodes')) return sendJson(res, 200, { nodes });
-    if (is('PUT', 'nodes/:/programs')) return createProgram(a, body, path, res);
-    if (is('PUT', 'buckets/:/#stdin/eof')) {
-      if (!buckets.has(a)) return sendJson(res, 404, { message: `no bucket ${a}` });
-      eofs.push(a);
-      res.writeHead(204).end();
-      return;
+    switch (call) {
+      case 'nodes': {
+        const listed = [...nodes.values()].filter((n) => n.listed);
+        return { status: 200, body: { nodes: listed.map((n) => ({ node_id: n.id, ...(n.hostAddress !== undefined && { host_address: n.hostAddress }) })) } };
+      }
+      case 'create':
+        return createProgram(a, body, path);
+      case 'eof':
+        if (!buckets.has(a)) return { status: 404, body: { message: `no bucket ${a}` } };
+        eofs.push(a);
+        return { status: 204 };
+      case 'info':
+      case 'result': {
+        const p = programs.get(`${a}\n${b}`);
+        if (!p) return { status: 404, body: { message: `no program ${b} on node ${a}` } };
+        if (call === 'result') return { status: 200, body: { result: [...p.result] } };
+        return { status: 200, body: { status: reportedStatus(p) } };
+      }
+      default:
+        return notFound;
     }
-    if (is('GET', 'nodes/:/programs/:/info') || is('GET', 'nodes/:/programs/:/result')) {
-      const p = programs.get(`${a}\n${b}`);
-      if (!p) return sendJson(res, 404, { message: `no program ${b} on node ${a}` });
-      if (seg[4] === 'result') return sendJson(res, 200, { result: p.result });
-      return sendJson(res, 200, { status: statusSeq[Math.min(p.polls++, statusSeq.length - 1)] });
-    }
-    return sendJson(res, 404, { message: `no route ${method} ${path}` });
   }
 
-  async function createProgram(node: string, body: unknown, path: string, res: ServerResponse): Promise<void> {
-    if (!nodes.some((n) => n.node_id === node)) return sendJson(res, 404, { message: `no node ${node}` });
-    const reject = (message: string) => {
+  function reportedStatus(p: Program): string {
+    if (nodeNamed(p.node).notResponding) return 'NotResponding';
+    const forced = statusOverrides.get(p.kind);
+    if (forced) return forced;
+    if (script) return script[Math.min(p.polls++, script.length - 1)]!;
+    return p.status;
+  }
+
+  function createProgram(nodeId: string, body: unknown, path: string): Reply {
+    const node = nodes.get(nodeId);
+    if (!node?.listed) return { status: 404, body: { message: `no node ${nodeId}` } };
+    const reject = (message: string): Reply => {
       rejections.push({ path, message, body });
       events.emit('rejected', { path, message });
-      sendJson(res, 400, { message });
+      return { status: 400, body: { message } };
     };
     if (!isObj(body) || body.version !== PROTOCOL_VERSION) return reject(`expected {"version":"${PROTOCOL_VERSION}","commands":[...]}`);
     const cmds = body.commands;
     if (!Array.isArray(cmds) || !cmds.every(isObj)) return reject('commands must be an array of objects');
-    const types = cmds.map((c) => c.type).join(',');
-
-    let run: () => Promise<unknown[]>;
+    let valid: ReturnType<typeof validateProgram>;
     try {
-      if (types === 'Create,Start') {
-        const hostPort = validateStart(cmds);
-        run = () => startContainer(node, programId, hostPort);
-      } else if (types === 'Kill') {
-        const kill = shape(cmds[0], ['type', 'container_id'], 'commands[0]');
-        if (typeof kill.container_id !== 'string' || !kill.container_id) throw new Error('Kill.container_id must be a string');
-        run = () => killContainer(node, kill.container_id as string);
-      } else {
-        throw new Error(`unsupported program [${types}]`);
-      }
+      valid = validateProgram(cmds);
     } catch (err) {
       return reject((err as Error).message);
     }
     seq++;
     const programId = (PROGRAM_ID_BASE + seq).toString();
     const bucketId = (BUCKET_ID_BASE + seq).toString();
-    const p: Program = { node, polls: 0, result: await run() };
-    programs.set(`${node}\n${programId}`, p);
-    buckets.add(bucketId);
+    const p: Program = { node: nodeId, programId, bucketId, kind: valid.kind, status: 'Queued', result: [], commands: valid.commands, polls: 0 };
+    programs.set(`${nodeId}\n${programId}`, p);
+    buckets.set(bucketId, p);
+    for (const c of valid.commands) if (c.type === 'Kill') kills.push({ node: nodeId, containerId: c.containerId });
+    void run(p, node);
     // Written by hand: JSON.stringify cannot emit integers above 2^53 exactly.
-    sendJson(res, 200, `{"program_id":${programId},"bucket_id":${bucketId}}`);
+    return { status: 200, body: `{"program_id":${programId},"bucket_id":${bucketId}}` };
   }
 
-  async function startContainer(node: string, programId: string, hostPort: number): Promise<unknown[]> {
-    starts++;
-    const id = createHash('sha256').update(`container ${programId}`).digest('hex');
-    const c: FairContainer = { id, node, programId, hostPort, running: false };
+  async function run(p: Program, node: Node): Promise<void> {
+    await sleep(ms(node, 'queueMs'));
+    await answering(node);
+    setStatus(p, 'Processing');
+    for (const command of p.commands) {
+      let entry: unknown;
+      try {
+        entry = await execute(p, node, command);
+      } catch (err) {
+        entry = { Err: String(err) };
+      }
+      await answering(node);
+      if (closed) return;
+      p.result.push(entry);
+      if (isObj(entry) && 'Err' in entry) break;
+    }
+    setStatus(p, 'Completed');
+  }
+
+  function setStatus(p: Program, status: FairProgram['status']): void {
+    p.status = status;
+    events.emit('program-status', { node: p.node, programId: p.programId, kind: p.kind, status });
+  }
+
+  async function execute(p: Program, node: Node, command: Command): Promise<unknown> {
+    switch (command.type) {
+      case 'Create':
+        await sleep(ms(node, 'pullMs'));
+        return create(p, node, command.hostPort);
+      case 'Start':
+        await sleep(ms(node, 'startMs'));
+        return start(p.container!);
+      case 'Wait': {
+        const c = command.containerId === '$0' ? p.container : containerOn(node, command.containerId);
+        if (!c) return { Err: `No such container: ${command.containerId}` };
+        // docker wait: a container that is not running answers at once (0 if it never ran).
+        const exitCode = c.state === 'running' ? await c.exited : (c.exitCode ?? 0);
+        return { Ok: { exit_code: exitCode } };
+      }
+      case 'Kill':
+        await sleep(ms(node, 'killMs'));
+        return kill(node, command.containerId);
+    }
+  }
+
+  const containerOn = (node: Node, id: string) => {
+    const c = containers.get(id);
+    return c?.node === node.id ? c : undefined;
+  };
+
+  function create(p: Program, node: Node, hostPort: number): unknown {
+    const id = createHash('sha256').update(`container ${p.programId}`).digest('hex');
+    let onExit = (_code: number) => {};
+    const exited = new Promise<number>((r) => (onExit = r));
+    const c: Container = {
+      id,
+      node: node.id,
+      programId: p.programId,
+      hostPort,
+      hostAddress: node.hostAddress ?? '127.0.0.1',
+      state: 'created',
+      get running() {
+        return this.state === 'running';
+      },
+      exited,
+      onExit,
+    };
     containers.set(id, c);
-    const created = { Ok: { container_id: id } };
-    const taken = { Err: `Bind for 0.0.0.0:${hostPort} failed: port is already allocated` };
-    if ([...containers.values()].some((o) => o.running && o.hostPort === hostPort)) return [created, taken];
-    c.running = true; // reserve the port now, so a concurrent second Start sees it taken
+    p.container = c;
+    events.emit('created', { node: node.id, programId: p.programId, containerId: id });
+    return { Ok: { container_id: id } };
+  }
+
+  async function start(c: Container): Promise<unknown> {
+    const taken = { Err: `Bind for 0.0.0.0:${c.hostPort} failed: port is already allocated` };
+    if ([...containers.values()].some((o) => o.node === c.node && o.running && o.hostPort === c.hostPort)) return taken;
+    c.state = 'running'; // reserve the port now, so a concurrent second Start sees it taken
     // Docker binds the host port at Start: probe it (and, as docker-proxy, keep it and reset connections).
     const proxy = createNetServer((s) => s.resetAndDestroy());
+    c.proxy = proxy;
     try {
-      await bind(proxy, hostPort);
+      await bind(proxy, c.hostPort, c.hostAddress);
     } catch {
-      c.running = false;
-      return [created, taken];
+      c.proxy = undefined;
+      c.state = 'created';
+      return taken;
     }
-    if (opts.dockerProxy) proxies.set(id, proxy);
-    else await closeNet(proxy);
-    events.emit('start', { node, programId, containerId: id, hostPort });
-    later(coldStartMs, () => void spawn(c, proxy));
-    return [created, { Ok: {} }];
+    if (closed || !c.running || !opts.dockerProxy) {
+      c.proxy = undefined;
+      await closeNet(proxy);
+    }
+    if (closed || !c.running) return { Ok: {} }; // killed while binding
+    events.emit('start', { node: c.node, programId: c.programId, containerId: c.id, hostPort: c.hostPort });
+    const crash = startupCrash;
+    if (crash && --crash.times <= 0) startupCrash = undefined;
+    if (crash) later(crash.afterMs, () => void exit(c, crash.exitCode, true));
+    else later(coldStartMs, () => void spawn(c));
+    return { Ok: {} };
   }
 
-  async function spawn(c: FairContainer, proxy: NetServer): Promise<void> {
-    proxies.delete(c.id);
-    await closeNet(proxy);
-    if (!c.running) return; // killed during the cold start
+  async function spawn(c: Container): Promise<void> {
+    const proxy = c.proxy;
+    c.proxy = undefined;
+    if (proxy) await closeNet(proxy);
+    if (closed || !c.running) return; // killed during the cold start
     try {
-      const d = await startDiffusionStandin({ ...api.diffusionOptions, port: c.hostPort, host: '127.0.0.1' });
-      if (!c.running) return void (await d.close()); // killed while binding
+      const d = await startDiffusionStandin({ ...api.diffusionOptions, port: c.hostPort, host: c.hostAddress });
+      if (closed || !c.running) return void (await d.close()); // killed while binding
       c.diffusion = d;
-      d.events.once('close', () => (c.running = false)); // crash or kill: the container has exited
+      // A crash or a close of the server itself: the container has exited.
+      d.events.once('close', ({ crashed }: { crashed: boolean }) => void exit(c, crashed ? 1 : 0));
       events.emit('diffusion-listening', d, c.id);
     } catch (err) {
-      c.running = false;
       c.error = (err as Error).message;
+      void exit(c, 1);
       events.emit('container-error', c);
     }
   }
 
-  async function killContainer(node: string, containerId: string): Promise<unknown[]> {
-    kills.push({ node, containerId });
-    const c = containers.get(containerId);
-    let result: unknown;
-    if (!c || c.node !== node) result = { Err: `No such container: ${containerId}` };
-    else if (!c.running) result = { Err: `Cannot kill container: ${containerId}: Container ${containerId} is not running` };
-    else {
-      c.running = false; // a pending cold start sees this and never spawns
-      const proxy = proxies.get(containerId);
-      proxies.delete(containerId);
-      await Promise.all([c.diffusion?.close(), proxy && closeNet(proxy)]);
-      result = { Ok: {} };
-    }
-    events.emit('kill', { node, containerId, ok: 'Ok' in (result as Obj) });
-    return [result];
+  /** The container stops (at once, as SIGKILL or a crash would); resolves once its port is free. */
+  async function exit(c: Container, exitCode: number, crashed = false): Promise<void> {
+    if (c.state === 'exited') return;
+    c.state = 'exited';
+    c.exitCode = exitCode;
+    const proxy = c.proxy;
+    c.proxy = undefined;
+    if (crashed) c.diffusion?.crash();
+    const freed = Promise.all([c.diffusion?.close(), proxy && closeNet(proxy)]);
+    c.onExit(exitCode);
+    events.emit('exited', { node: c.node, containerId: c.id, exitCode });
+    await freed;
   }
 
-  const live = () => [...containers.values()].reverse().find((c) => c.running && c.diffusion && !c.diffusion.closed())?.diffusion;
+  async function kill(node: Node, containerId: string): Promise<unknown> {
+    const c = containerOn(node, containerId);
+    let result: { Ok: object } | { Err: string };
+    if (!c) result = { Err: `No such container: ${containerId}` };
+    else if (!c.running) result = { Err: `Cannot kill container: ${containerId}: Container ${containerId} is not running` };
+    else {
+      await exit(c, KILLED);
+      result = { Ok: {} };
+    }
+    events.emit('kill', { node: node.id, containerId, ok: 'Ok' in result });
+    return result;
+  }
+
+  const live = () => [...containers.values()].reverse().find((c) => c.running && c.diffusion && !c.diffusion.closed());
+
+  const setNotResponding = (node: Node, on: boolean) => {
+    if (node.notResponding === on) return;
+    node.notResponding = on;
+    if (on) node.back = new Promise<void>((r) => (node.wake = r));
+    else node.wake();
+  };
 
   const api: FairStandin = {
     url: '',
@@ -402,13 +666,35 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
     containers,
     diffusionOptions: { ...opts.diffusion },
     events,
-    startPrograms: () => starts,
+    startPrograms: () => api.programCounts().Create,
     killPrograms: () => kills,
+    programCounts() {
+      const counts: Record<ProgramKind, number> = { Create: 0, Kill: 0, Wait: 0 };
+      for (const p of programs.values()) counts[p.kind]++;
+      return counts;
+    },
+    programs: () => [...programs.values()].map(snapshot),
+    async waitForProgram(programId, status = 'Completed', timeoutMs = 5000) {
+      const order = ['Queued', 'Processing', 'Completed'];
+      const reached = () => {
+        const p = [...programs.values()].find((q) => q.programId === programId);
+        return p && order.indexOf(p.status) >= order.indexOf(status) ? snapshot(p) : undefined;
+      };
+      const now = reached();
+      if (now) return now;
+      await waitForEvent(events, 'program-status', timeoutMs, () => reached() !== undefined);
+      return reached()!;
+    },
+    liveContainers: () =>
+      [...containers.values()]
+        .filter((c) => c.running)
+        .map((c) => ({ node: c.node, containerId: c.id, programId: c.programId, hostPort: c.hostPort, hostAddress: c.hostAddress })),
+    callCount: (call, kind) => requests.filter((r) => r.call === call && (kind === undefined || r.kind === kind)).length,
     logins: () => logins,
     eofs: () => eofs,
-    diffusion: live,
+    diffusion: () => live()?.diffusion,
     async waitForDiffusion(timeoutMs = 5000) {
-      return live() ?? (await waitForEvent<DiffusionStandin>(events, 'diffusion-listening', timeoutMs));
+      return live()?.diffusion ?? (await waitForEvent<DiffusionStandin>(events, 'diffusion-listening', timeoutMs));
     },
     expireTokens: () => tokens.clear(),
     setFault(f, o = {}) {
@@ -416,24 +702,45 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
       faultTimes = o.times ?? Infinity;
       slowMs = o.slowMs ?? 1000;
     },
-    crashDiffusion() {
-      const d = live();
-      if (!d) throw new Error('no live diffusion stand-in to crash');
-      d.crash();
+    failCall(f) {
+      callFaults.push({ ...f, times: f.times ?? 1 });
+    },
+    setProgramStatus(kind, status) {
+      if (status === null) statusOverrides.delete(kind);
+      else statusOverrides.set(kind, status);
+    },
+    setNotResponding: (nodeId, on = true) => setNotResponding(nodeNamed(nodeId), on),
+    removeNode(nodeId) {
+      nodeNamed(nodeId).listed = false;
+    },
+    restoreNode(nodeId) {
+      nodeNamed(nodeId).listed = true;
+    },
+    setTiming(t, nodeId) {
+      Object.assign(nodeId === undefined ? timing : nodeNamed(nodeId).timing, pickTiming(t));
+    },
+    crashDuringStartup(crash = {}) {
+      startupCrash = { exitCode: crash.exitCode ?? 1, afterMs: crash.afterMs ?? 10, times: crash.times ?? 1 };
+    },
+    crashDiffusion(exitCode = 1) {
+      const c = live();
+      if (!c) throw new Error('no live diffusion stand-in to crash');
+      void exit(c, exitCode, true);
     },
     async close() {
+      closed = true;
       for (const t of timers) clearTimeout(t);
       timers.clear();
-      for (const c of containers.values()) c.running = false;
-      const closed = new Promise<void>((r) => server.close(() => r()));
+      const serverClosed = new Promise<void>((r) => server.close(() => r()));
       for (const s of sockets) s.destroy();
-      await Promise.all([
-        closed,
-        ...[...proxies.values()].map(closeNet),
-        ...[...containers.values()].map((c) => c.diffusion?.close()),
-      ]);
+      const held = [...containers.values()].map((c) => {
+        if (c.running) c.state = 'exited'; // silently: nobody is listening any more
+        return Promise.all([c.diffusion?.close(), c.proxy && closeNet(c.proxy)]);
+      });
+      await Promise.all([serverClosed, ...held]);
     },
   };
+  if (opts.crashDuringStartup) api.crashDuringStartup(opts.crashDuringStartup);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -445,4 +752,13 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
   api.port = (server.address() as AddressInfo).port;
   api.url = `http://127.0.0.1:${api.port}`;
   return api;
+}
+
+const snapshot = ({ node, programId, bucketId, kind, status, result }: FairProgram): FairProgram => ({ node, programId, bucketId, kind, status, result: [...result] });
+
+/** Only the durations that are set (an explicit undefined must not hide a default). */
+function pickTiming(t: FairTiming): FairTiming {
+  const out: FairTiming = {};
+  for (const k of ['queueMs', 'pullMs', 'startMs', 'killMs'] as const) if (t[k] !== undefined) out[k] = t[k];
+  return out;
 }
