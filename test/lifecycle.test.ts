@@ -201,19 +201,20 @@ describe('startup timeout and backoff', () => {
 
   it('a timeout while the start program is still queued on Fair (an image pull) leaves no container behind', async () => {
     const r = await rig({
-      // 60 polls at ≥ 20 ms: still Queued when STARTUP_TIMEOUT_S=1 ends (the Kill program queues as long).
-      fair: { programStatusSequence: [...Array<'Queued'>(60).fill('Queued'), 'Processing'] },
+      // The image pull outlasts STARTUP_TIMEOUT_S=1: Fair names the container only after the job gave up.
+      fair: { pullMs: 2_500 },
       env: { STARTUP_TIMEOUT_S: '1' },
       timing: { programPollMs: 20 },
     });
-    const [container] = await Promise.all([
-      waitForEvent<{ containerId: string }>(r.fair.events, 'start', 5_000),
-      expect(failureOf(submit(r.services, 'pulling'))).resolves.toBe(messages.startupTimeout(1)),
-    ]);
+    const started = waitForEvent<{ containerId: string }>(r.fair.events, 'start', 10_000);
+    expect(await failureOf(submit(r.services, 'pulling'))).toBe(messages.startupTimeout(1));
+    expect(r.fair.killPrograms()).toHaveLength(0); // nothing to name yet
+    const container = await started;
     await eventually(() => r.fair.killPrograms().length === 1, 5_000, 'the Kill of the abandoned container');
     expect(r.fair.killPrograms()).toEqual([{ node: 'node-1', containerId: container.containerId }]);
-    expect([...r.fair.containers.values()].some((c) => c.running)).toBe(false);
-    expect(r.services.lifecycle.status().containerId).toBeUndefined();
+    // Forgotten only once Fair confirmed the Kill.
+    await eventually(() => r.services.lifecycle.status().containerId === undefined, 5_000, 'the record to be cleared');
+    expect(r.fair.liveContainers()).toEqual([]);
   });
 
   it('a start program Fair refuses fails the waiting jobs with Fair\'s reason', async () => {

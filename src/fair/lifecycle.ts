@@ -718,18 +718,24 @@ export class GpuLifecycle extends EventEmitter {
     }
   }
 
-  /** Past the deadline, the user is better served by Fair's last reason than by "timeout". */
-  private deadlineError(signal: AbortSignal, lastError?: FairApiError): unknown {
+  /**
+   * Past the deadline, the user is better served by Fair's last reason than by "timeout", and
+   * told so when the deadline came while waiting for Fair's answer to one call for long.
+   */
+  private deadlineError(signal: AbortSignal, lastError?: FairApiError, callStartedAt = Date.now()): unknown {
     if ((signal.reason as { name?: string } | undefined)?.name !== 'TimeoutError') return signal.reason;
-    const timeoutS = Math.round(this.deps.config.startupTimeoutMs / 1000);
-    const reason = lastError ? describe(lastError) : `the Fair control plane did not answer within ${timeoutS} s (STARTUP_TIMEOUT_S)`;
+    const timeoutMs = this.deps.config.startupTimeoutMs;
+    if (lastError) return new StartupError('failed', messages.startupFailed(describe(lastError)));
+    if (Date.now() - callStartedAt < timeoutMs / 2) return new StartupError('timeout', messages.startupTimeout(timeoutMs / 1000));
+    const reason = `the Fair control plane did not answer within ${Math.round(timeoutMs / 1000)} s (STARTUP_TIMEOUT_S)`;
     return new StartupError('failed', messages.startupFailed(reason));
   }
 
   /** Settles as `fn()` does, or rejects when `signal` aborts first (in words, see deadlineError). */
   private untilAborted<T>(fn: () => Promise<T>, signal: AbortSignal, lastError?: FairApiError): Promise<T> {
+    const startedAt = Date.now();
     return new Promise<T>((resolve, reject) => {
-      const onAbort = () => reject(this.deadlineError(signal, lastError));
+      const onAbort = () => reject(this.deadlineError(signal, lastError, startedAt));
       if (signal.aborted) return onAbort();
       signal.addEventListener('abort', onAbort, { once: true });
       fn().then(
@@ -739,7 +745,7 @@ export class GpuLifecycle extends EventEmitter {
         },
         (error: unknown) => {
           signal.removeEventListener('abort', onAbort);
-          reject(signal.aborted ? this.deadlineError(signal, lastError) : error);
+          reject(signal.aborted ? this.deadlineError(signal, lastError, startedAt) : error);
         },
       );
     });
