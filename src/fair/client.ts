@@ -122,7 +122,7 @@ export class FairClient {
     const answer = (await this.call('GET', this.programPath(node, programId, 'info'), undefined, opts.signal)) as { status?: unknown } | null;
     if (typeof answer?.status !== 'string') throw new FairApiError('program info', 200, 'the answer has no status', false);
     if (!isProgramStatus(answer.status)) {
-      throw new FairApiError('program info', 200, `unknown program status "${answer.status.slice(0, 40)}"`, false);
+      throw new FairApiError('program info', undefined, `unknown program status "${answer.status.slice(0, 40)}"`, false);
     }
     return answer.status;
   }

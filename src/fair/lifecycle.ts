@@ -847,6 +847,12 @@ export class GpuLifecycle extends EventEmitter {
         await this.write(() => this.records.remove(record.id));
         return { kind: 'stopped' };
       }
+      // A Kill between Create and Start would find the container "not running" and be taken for
+      // done, then Start would run it: wait for the start program's Start first.
+      if (record.programId && record.phase !== 'ready' && !(await this.startSettled(record.node, record.programId, signal))) {
+        await this.write(() => this.records.update(record.id, { abandoned: true, containerId }));
+        return { kind: 'pending', reason: `Fair has not run the Start of container ${containerId.slice(0, 12)} yet; it is killed as soon as Fair does` };
+      }
       await this.write(() => this.records.update(record.id, { phase: 'stopping', containerId }));
       this.log.info({ node: record.node, containerId }, 'stopping the GPU server');
       try {
@@ -862,6 +868,25 @@ export class GpuLifecycle extends EventEmitter {
       return { kind: 'stopped' };
     } finally {
       clearTimeout(timer);
+    }
+  }
+
+  /** Whether a start program's Start command has run (or the program ended), within the stop's deadline. */
+  private async startSettled(node: string, programId: string, signal: AbortSignal): Promise<boolean> {
+    const fair = this.deps.fair!;
+    for (;;) {
+      try {
+        const entries = await fair.programResult(node, programId, { signal });
+        if (entries.length >= 2 || entries.some((e) => 'err' in e)) return true;
+        if ((await fair.programStatus(node, programId, { signal })) === 'Completed') return true;
+        await delay(this.timing.programPollMs, signal);
+      } catch (error) {
+        if (signal.aborted) return false;
+        // Fair no longer knows the program: nothing of it is still to run.
+        if (error instanceof FairApiError && error.status === 404) return true;
+        if (!(error instanceof FairApiError && error.transient)) return false;
+        await delay(this.timing.programPollMs, signal).catch(() => undefined);
+      }
     }
   }
 

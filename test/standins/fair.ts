@@ -197,6 +197,8 @@ export interface FairStandin {
   setFault(fault: FairFault | null, opts?: { times?: number; slowMs?: number }): void;
   /** Calls of one kind fail; several can be armed at once, the first armed match applies. */
   failCall(fault: CallFault): void;
+  /** Disarms every failCall fault still armed. */
+  clearCallFaults(): void;
   /** `info` of every program of this kind answers `status` (e.g. 'Expired'); null turns it off. */
   setProgramStatus(kind: ProgramKind, status: string | null): void;
   /** The node's programs answer NotResponding and stop advancing (containers keep running) until turned off. */
@@ -701,6 +703,9 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
       fault = f;
       faultTimes = o.times ?? Infinity;
       slowMs = o.slowMs ?? 1000;
+    },
+    clearCallFaults() {
+      callFaults.splice(0);
     },
     failCall(f) {
       callFaults.push({ ...f, times: f.times ?? 1 });
