@@ -125,6 +125,13 @@ describe('fairbot imagine', () => {
 });
 
 describe('fairbot gpu', () => {
+  it('status says so when the Fair control plane does not answer', async () => {
+    const { fair, env } = await setup();
+    fair.setFault('down');
+    const status = await cli(['gpu', 'status'], env);
+    expect(status.stdout).toMatch(/Fair control plane: not answering \(POST \/auth\/login: cannot reach 127\.0\.0\.1:\d+ \([A-Z_]+\)\)/);
+  });
+
   it('status reports the server an earlier run started; kill stops it; then status says stopped', async () => {
     const { fair, dir, env } = await setup();
     expect((await cli(['imagine', 'warm it up', '--out', join(dir, 'w.png')], env)).code).toBe(0);
@@ -137,6 +144,9 @@ describe('fairbot gpu', () => {
     expect(status.stdout).toContain(`Container: ${container!.id.slice(0, 12)}`);
     expect(status.stdout).toContain(`Program: ${container!.programId}`);
     expect(status.stdout).toContain('Jobs: 0 waiting, 0 running');
+    // Checked, not remembered: Fair answered just now; the last generation is the earlier run's, from DATA_DIR.
+    expect(status.stdout).toContain('Fair control plane: answering (1 node)');
+    expect(status.stdout).toMatch(/Last generation: \d+ s ago \(\d+\.\d s\)/);
 
     const kill = await cli(['gpu', 'kill'], env);
     expect(kill.code).toBe(0);

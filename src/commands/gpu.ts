@@ -9,6 +9,8 @@ export interface GpuStatusView extends LifecycleStatus {
   jobsRunning: number;
   generationsLastHour: number;
   medianGenerationMs?: number;
+  /** Whether Fair answered just now (absent without a Fair account, or when not checked). */
+  controlPlane?: { ok: true; nodes: number } | { ok: false; reason: string };
 }
 
 export interface GpuResult {
@@ -42,8 +44,9 @@ export async function gpu(
   return { ok: false, message: messages.gpuUnknownSubcommand(sub.slice(0, 40)) };
 }
 
-export function gpuStatus(services: Services): GpuResult {
-  const status = statusView(services);
+/** The status, with a fresh check that Fair answers: a status that says "ready" should be one that was checked. */
+export async function gpuStatus(services: Services): Promise<GpuResult> {
+  const status: GpuStatusView = { ...statusView(services), controlPlane: await services.lifecycle.checkControlPlane() };
   return { ok: true, message: formatStatus(status), status };
 }
 
@@ -114,6 +117,8 @@ export function formatStatus(s: GpuStatusView, now = Date.now()): string {
   if (s.pendingKill) lines.push(`Pending: ${s.pendingKill}`);
   if (s.busyElsewhere) lines.push(`Another fairbot process is ${s.busyElsewhere}`);
   if (s.external) lines.push('Started outside this bot: it uses the server but never stops it.');
+  if (s.controlPlane?.ok) lines.push(`Fair control plane: answering (${s.controlPlane.nodes} node${s.controlPlane.nodes === 1 ? '' : 's'})`);
+  if (s.controlPlane && !s.controlPlane.ok) lines.push(`Fair control plane: not answering (${s.controlPlane.reason})`);
   if (!s.managed) lines.push('Not managed: no FAIR_EMAIL/FAIR_PASSWORD, using INFERENCE_URL only.');
   return lines.join('\n');
 }
