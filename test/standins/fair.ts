@@ -2,7 +2,8 @@
 // server that validates programs strictly (fair-programs.ts) and runs them as a node would,
 // taking time, so a client meets every window the real one has.
 //
-// What it models (defaults in brackets; every duration can be set per node):
+// What it models (defaults in brackets; queueMs, pullMs, startMs and killMs can be set per node,
+// in the options or mid-test with setTiming):
 // - A program answers `Queued` for `queueMs` [10], then `Processing` while its commands run one
 //   by one, then `Completed`. `result` holds the entries of the commands finished so far (it
 //   grows); an `Err` entry ends the program.
@@ -34,6 +35,10 @@
 //   (every program of a kind answers a given status, e.g. the unknown `Expired`).
 // - `programStatusSequence` scripts `info` poll by poll (the last entry repeats) for tests that
 //   need exact statuses; with it the durations above default to 0 (commands run at once).
+//   What `info` answers, first match: the node NotResponding, setProgramStatus, the script, the truth.
+// - For invariant checks: liveContainers(), programs() (each with its result so far),
+//   programCounts(), callCount(call, kind?), waitForProgram(id, status), killPrograms() (Kills
+//   received) and the events. close() ends every timer, server and socket at once.
 // Ids are above 2^53 (program ids above 2^64), so a client that parses them as numbers fails.
 import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -586,7 +591,7 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
       await bind(proxy, c.hostPort, c.hostAddress);
     } catch {
       c.proxy = undefined;
-      c.state = 'created';
+      if (c.running) c.state = 'created'; // unless a Kill came meanwhile
       return taken;
     }
     if (closed || !c.running || !opts.dockerProxy) {
