@@ -3,7 +3,8 @@
 // failure with its reason, not as a container that never comes.
 
 /** A program's kind is its first command: [Create, Start(, Wait)] is 'Create'. */
-export type ProgramKind = 'Create' | 'Kill' | 'Wait';
+export const PROGRAM_KINDS = ['Create', 'Kill', 'Wait'] as const;
+export type ProgramKind = (typeof PROGRAM_KINDS)[number];
 
 /** One validated command; `$0` references are resolved by the stand-in when it runs. */
 export type Command =

@@ -2,7 +2,8 @@
 // server that validates programs strictly (fair-programs.ts) and runs them as a node would,
 // taking time, so a client meets every window the real one has.
 //
-// What it models (defaults in brackets; every duration can be set per node):
+// What it models (defaults in brackets; queueMs, pullMs, startMs and killMs can be set per node,
+// in the options or mid-test with setTiming):
 // - A program answers `Queued` for `queueMs` [10], then `Processing` while its commands run one
 //   by one, then `Completed`. `result` holds the entries of the commands finished so far (it
 //   grows); an `Err` entry ends the program.
@@ -34,6 +35,10 @@
 //   (every program of a kind answers a given status, e.g. the unknown `Expired`).
 // - `programStatusSequence` scripts `info` poll by poll (the last entry repeats) for tests that
 //   need exact statuses; with it the durations above default to 0 (commands run at once).
+//   What `info` answers, first match: the node NotResponding, setProgramStatus, the script, the truth.
+// - For invariant checks: liveContainers(), programs() (each with its result so far),
+//   programCounts(), callCount(call, kind?), waitForProgram(id, status), killPrograms() (Kills
+//   received) and the events. close() ends every timer, server and socket at once.
 // Ids are above 2^53 (program ids above 2^64), so a client that parses them as numbers fails.
 import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -48,7 +53,7 @@ import {
   type DiffusionOptions,
   type DiffusionStandin,
 } from './diffusion.js';
-import { isObj, validateProgram, type Command, type ProgramKind } from './fair-programs.js';
+import { isObj, PROGRAM_KINDS, validateProgram, type Command, type ProgramKind } from './fair-programs.js';
 
 import { registerSecret } from '../helpers/secret-scan.js';
 
@@ -275,13 +280,15 @@ interface Node {
 }
 
 type Reply = { status: number; body?: unknown };
+/** A request as a call of SPEC section 3: `node` and `id` (program or bucket) from its path. */
+type Call = { call: FairCall; node: string; id: string; kind?: ProgramKind };
 
 export async function startFairStandin(opts: FairOptions = {}): Promise<FairStandin> {
   const email = opts.email ?? 'admin@example.com';
   const password = opts.password ?? 'test-password';
   const coldStartMs = opts.coldStartMs ?? 50;
   const script = opts.programStatusSequence;
-  const timing: FairTiming = { ...(script ? INSTANT : DEFAULT_TIMING), ...pickTiming(opts) };
+  const timing: Required<FairTiming> = { ...(script ? INSTANT : DEFAULT_TIMING), ...pickTiming(opts) };
   const events = new EventEmitter();
   const requests: FairRequest[] = [];
   const rejections: FairStandin['rejections'] = [];
@@ -313,7 +320,7 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
     if (!node) throw new Error(`no node ${id} in the Fair stand-in`);
     return node;
   };
-  const ms = (node: Node, step: keyof FairTiming) => node.timing[step] ?? timing[step]!;
+  const ms = (node: Node, step: keyof FairTiming) => node.timing[step] ?? timing[step];
 
   const later = (delayMs: number, fn: () => void) => {
     if (closed) return;
@@ -347,7 +354,7 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
     return f;
   }
 
-  function takeCallFault(call: FairCall | undefined, kind: ProgramKind | undefined): CallFault['status'] | undefined {
+  function takeCallFault({ call, kind }: Call): CallFault['status'] | undefined {
     const i = callFaults.findIndex((f) => f.call === call && (f.kind === undefined || f.kind === kind));
     if (i < 0) return undefined;
     const f = callFaults[i]!;
@@ -355,25 +362,25 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
     return f.status;
   }
 
-  /** Which call of SPEC section 3 a request is, and the kind of program it is about. */
-  function classify(method: string, seg: string[] | undefined, body: unknown): { call?: FairCall; kind?: ProgramKind } {
-    if (!seg) return {};
+  /** Which call of SPEC section 3 a request is, with its path parameters and the kind of program it is about. */
+  function parseCall(method: string, seg: string[], body: unknown): Call | undefined {
     const is = (m: string, pattern: string) => {
       const parts = pattern.split('/');
       return m === method && parts.length === seg.length && parts.every((p, i) => p === ':' || p === seg[i]);
     };
     const [, a = '', , b = ''] = seg;
-    if (is('POST', 'auth/login')) return { call: 'login' };
-    if (is('GET', 'nodes')) return { call: 'nodes' };
+    if (is('POST', 'auth/login')) return { call: 'login', node: '', id: '' };
+    if (is('GET', 'nodes')) return { call: 'nodes', node: '', id: '' };
     if (is('PUT', 'nodes/:/programs')) {
       const first = isObj(body) && Array.isArray(body.commands) ? (body.commands[0] as { type?: unknown } | undefined)?.type : undefined;
-      return { call: 'create', kind: ['Create', 'Kill', 'Wait'].includes(first as string) ? (first as ProgramKind) : undefined };
+      const kind = PROGRAM_KINDS.find((k) => k === first);
+      return { call: 'create', node: a, id: '', ...(kind && { kind }) };
     }
-    if (is('PUT', 'buckets/:/#stdin/eof')) return { call: 'eof', kind: buckets.get(a)?.kind };
+    if (is('PUT', 'buckets/:/#stdin/eof')) return { call: 'eof', node: '', id: a, kind: buckets.get(a)?.kind };
     for (const call of ['info', 'result'] as const) {
-      if (is('GET', `nodes/:/programs/:/${call}`)) return { call, kind: programs.get(`${a}\n${b}`)?.kind };
+      if (is('GET', `nodes/:/programs/:/${call}`)) return { call, node: a, id: b, kind: programs.get(`${a}\n${b}`)?.kind };
     }
-    return {};
+    return undefined;
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -391,43 +398,43 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
       }
     }
     let seg: string[] | undefined;
+    let badPath = false;
     if (path.startsWith('/api/v0/')) {
       try {
         seg = path.slice('/api/v0/'.length).split('/').map(decodeURIComponent); // `%23stdin` → `#stdin`
       } catch {
-        seg = undefined;
+        badPath = true;
       }
     }
-    const { call, kind } = classify(method, seg, body);
-    const record: FairRequest = { method, path, body, at: performance.now(), ...(call && { call }), ...(kind && { kind }) };
+    const call = seg && parseCall(method, seg, body);
+    const record: FairRequest = { method, path, body, at: performance.now(), ...(call && { call: call.call }), ...(call?.kind && { kind: call.kind }) };
     requests.push(record);
     events.emit('request', record);
 
-    if (call === 'login') logins++;
-    const f = takeFault(call === 'login');
+    const isLogin = call?.call === 'login';
+    if (isLogin) logins++;
+    const f = takeFault(isLogin);
     if (f === 'down') return void req.socket.resetAndDestroy();
     if (f === '500') return sendJson(res, 500, { message: 'internal server error' });
     if (f === 'login-refused') return sendJson(res, 401, { message: 'login refused' });
     if (f === 'slow') await sleep(slowMs);
     if (res.destroyed) return;
 
-    const injected = takeCallFault(call, kind);
+    const injected = call && takeCallFault(call);
     if (injected === 'down') return void req.socket.resetAndDestroy();
     if (typeof injected === 'number') return sendJson(res, injected, { message: (STATUS_CODES[injected] ?? 'injected fault').toLowerCase() });
 
-    const reply = route(method, path, seg, badJson, body, call, req);
-    if (res.destroyed) return;
+    let reply: Reply;
+    if (badPath) reply = { status: 400, body: { message: 'bad percent-encoding in path' } };
+    else if (!call) reply = { status: 404, body: { message: `no route ${method} ${path}` } };
+    else if (badJson) reply = { status: 400, body: { message: 'request body is not JSON' } };
+    else reply = answer(call, body, path, req.headers.authorization);
     if (injected === '500-after-acting') return sendJson(res, 500, { message: 'internal server error' });
     if (reply.body === undefined) res.writeHead(reply.status).end();
     else sendJson(res, reply.status, reply.body);
   }
 
-  function route(method: string, path: string, seg: string[] | undefined, badJson: boolean, body: unknown, call: FairCall | undefined, req: IncomingMessage): Reply {
-    const notFound = { status: 404, body: { message: `no route ${method} ${path}` } };
-    if (!path.startsWith('/api/v0/')) return notFound;
-    if (!seg) return { status: 400, body: { message: 'bad percent-encoding in path' } };
-    if (badJson) return { status: 400, body: { message: 'request body is not JSON' } };
-
+  function answer({ call, node, id }: Call, body: unknown, path: string, authorization = ''): Reply {
     if (call === 'login') {
       if (!isObj(body) || typeof body.email !== 'string' || typeof body.password !== 'string') {
         return { status: 400, body: { message: 'expected {"email","password","version"}' } };
@@ -440,31 +447,28 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
       return { status: 200, body: { token } };
     }
 
-    const auth = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '');
+    const auth = /^Bearer (\S+)$/.exec(authorization);
     const expiry = auth ? tokens.get(auth[1]!) : undefined;
     if (expiry === undefined || performance.now() >= expiry) return { status: 401, body: { message: 'token is missing, invalid or expired' } };
 
-    const [, a = '', , b = ''] = seg;
     switch (call) {
       case 'nodes': {
         const listed = [...nodes.values()].filter((n) => n.listed);
         return { status: 200, body: { nodes: listed.map((n) => ({ node_id: n.id, ...(n.hostAddress !== undefined && { host_address: n.hostAddress }) })) } };
       }
       case 'create':
-        return createProgram(a, body, path);
+        return createProgram(node, body, path);
       case 'eof':
-        if (!buckets.has(a)) return { status: 404, body: { message: `no bucket ${a}` } };
-        eofs.push(a);
+        if (!buckets.has(id)) return { status: 404, body: { message: `no bucket ${id}` } };
+        eofs.push(id);
         return { status: 204 };
       case 'info':
       case 'result': {
-        const p = programs.get(`${a}\n${b}`);
-        if (!p) return { status: 404, body: { message: `no program ${b} on node ${a}` } };
+        const p = programs.get(`${node}\n${id}`);
+        if (!p) return { status: 404, body: { message: `no program ${id} on node ${node}` } };
         if (call === 'result') return { status: 200, body: { result: [...p.result] } };
         return { status: 200, body: { status: reportedStatus(p) } };
       }
-      default:
-        return notFound;
     }
   }
 
@@ -589,7 +593,7 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
       await bind(proxy, c.hostPort, c.hostAddress);
     } catch {
       c.proxy = undefined;
-      c.state = 'created';
+      if (c.running) c.state = 'created'; // unless a Kill came meanwhile
       return taken;
     }
     if (closed || !c.running || !opts.dockerProxy) {

@@ -350,7 +350,7 @@ describe('fair stand-in', () => {
   it('queues a program, then runs it command by command: result grows as each finishes', async () => {
     const hostPort = await freePort();
     // Steps long enough that each state is seen over HTTP before the next one begins.
-    const c = await loggedIn({ queueMs: 400, pullMs: 400, startMs: 400, coldStartMs: 0 });
+    const c = await loggedIn({ queueMs: 800, pullMs: 800, startMs: 800, coldStartMs: 0 });
     const processing = waitForEvent(c.f.events, 'program-status', 5000);
     const created = waitForEvent<{ containerId: string }>(c.f.events, 'created', 5000);
     const { programId } = await c.program('node-1', startProgram(hostPort));
@@ -525,7 +525,7 @@ describe('fair stand-in: Wait', () => {
 describe('fair stand-in: time and crashes', () => {
   it('a Kill sent while the image is pulled cannot name the container: it comes up anyway', async () => {
     const hostPort = await freePort();
-    const c = await loggedIn({ pullMs: 400, coldStartMs: 0 });
+    const c = await loggedIn({ pullMs: 800, coldStartMs: 0 });
     const listening = waitForEvent(c.f.events, 'diffusion-listening', 5000);
     const start = await c.program('node-1', startProgram(hostPort));
     await c.f.waitForProgram(start.programId, 'Processing');
