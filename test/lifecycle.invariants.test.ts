@@ -127,6 +127,33 @@ describe('a failed Fair call after the start program was accepted', () => {
   });
 });
 
+describe('a 5xx on the start program itself', () => {
+  it('a 500 before Fair acted is retried within STARTUP_TIMEOUT_S: one program made, the image arrives', async () => {
+    const r = await rig();
+    r.fair.failCall({ call: 'create', kind: 'Create', status: 500, times: 2 });
+    expect((await imageOf(submit(r.services, 'after two 500s'))).equals(pngForPrompt('after two 500s'))).toBe(true);
+    expect(r.fair.callCount('create', 'Create')).toBe(3);
+    expect(r.fair.programCounts().Create).toBe(1);
+    expect(r.fair.liveContainers()).toHaveLength(1);
+  });
+
+  it('a 500 after Fair acted (the program exists, the answer was lost): never two containers running, and nothing claims to stop what it cannot', async () => {
+    const r = await rig({ fair: { coldStartMs: 300 } });
+    r.fair.failCall({ call: 'create', kind: 'Create', status: '500-after-acting', times: 1 });
+    const job = submit(r.services, 'the answer was lost');
+    const final = await outcome(job, 15_000);
+    // Whichever container won the port serves (or the job says why not); at most one ever runs.
+    if (final.type === 'done') expect(final.image.bytes.equals(pngForPrompt('the answer was lost'))).toBe(true);
+    expect(r.fair.liveContainers().length).toBeLessThanOrEqual(1);
+    const live = r.fair.liveContainers()[0];
+    const shown = r.services.lifecycle.status();
+    // The running container is either the one the record tracks, or labelled as not started by this bot.
+    if (live) expect(shown.containerId === live.containerId || shown.external === true).toBe(true);
+    const reply = await kill(r.services);
+    if (reply.message.startsWith('Stopped')) expect(r.fair.liveContainers()).toEqual([]);
+  });
+});
+
 describe('a server on our port that this bot did not start', () => {
   it('is used, labelled as started outside the bot, and never claimed stopped', async () => {
     const r = await rig();

@@ -526,7 +526,7 @@ export class GpuLifecycle extends EventEmitter {
     } catch (error) {
       // A deploy mid cold start: leave the container starting for the next run to adopt.
       if (isShutdown(signal)) throw error;
-      if (error instanceof PortTaken) return this.portTaken(id, node, endpoint, deadline, signal);
+      if (error instanceof PortTaken) return this.portTaken(id, node, endpoint, deadline, signal, program.answerLost);
       await this.abandon(id, isKilled(signal) || isKilled(error));
       throw error;
     }
@@ -541,8 +541,9 @@ export class GpuLifecycle extends EventEmitter {
   private async submitStart(id: string, node: string, spec: ContainerSpec, endpoint: string, signal: AbortSignal) {
     const fair = this.deps.fair!;
     let inFlight: Promise<{ programId: string; bucketId: string }> | undefined;
+    let answerLost = false;
     try {
-      return await this.retrying(async () => {
+      const program = await this.retrying(async () => {
         // Not aborted with the start: an answer cut off would leave a program nobody knows of.
         inFlight = fair.submitProgram(node, startServerProgram(spec));
         this.putInFlight = { recordId: id, answer: inFlight.catch(() => undefined) };
@@ -552,6 +553,7 @@ export class GpuLifecycle extends EventEmitter {
           return program;
         } catch (error) {
           if (error instanceof FairApiError && error.transient) {
+            answerLost = true;
             const { refused } = await this.deps.inference.probeDetail(endpoint);
             if (!refused) {
               throw new StartupError('failed', messages.startupFailed(`${describe(error)}; something already answers on ${endpoint}, so the start is not sent again`));
@@ -560,6 +562,7 @@ export class GpuLifecycle extends EventEmitter {
           throw error;
         }
       }, signal);
+      return { ...program, answerLost };
     } catch (error) {
       const late = inFlight;
       if (signal.aborted && late && this.putInFlight?.recordId === id) {
@@ -633,11 +636,14 @@ export class GpuLifecycle extends EventEmitter {
    * Our container never ran: something else holds the host port. If a diffusion server answers
    * there, use it, labelled as not ours (nothing will claim to stop it); otherwise say what to change.
    */
-  private async portTaken(id: string, node: FairNode, endpoint: string, deadline: number, signal: AbortSignal) {
+  private async portTaken(id: string, node: FairNode, endpoint: string, deadline: number, signal: AbortSignal, answerLost: boolean) {
     const { config, inference } = this.deps;
     // Created but never started: it holds neither the port nor the GPU, so there is nothing to kill.
     await this.write(() => this.records.remove(id));
-    if ((await inference.probe(endpoint)) !== 'down') {
+    // After a start request whose answer was lost, the holder is most likely that request's own
+    // container, still in its cold start: wait for it rather than call the port taken.
+    if (answerLost || (await inference.probe(endpoint)) !== 'down') {
+      if (answerLost) this.log.warn({ endpoint }, 'the port is held, most likely by the container of a start request whose answer was lost; the bot has no id to stop it by');
       this.log.warn({ endpoint }, 'host port taken by a diffusion server this bot did not start; using it, and never stopping it');
       await this.waitUntilReady(endpoint, deadline, signal);
       const adopted = await this.write(() =>
