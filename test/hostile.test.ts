@@ -199,11 +199,11 @@ describe('an admin id is an admin only on its own platform', () => {
         const res = await r.slack.sendSlashCommand(r.eventsUrl, { command: '/gpu', text: sub, user_id: 'U0CROSS' });
         expect(res.text).toBe(messages.adminOnly);
       }
-      // The Slack admin of the same list is one.
+      expect(r.fair.requests).toEqual([]); // refused before anything reached Fair
+      // The Slack admin of the same list is one (their status checks that Fair answers).
       const admin = await r.slack.sendSlashCommand(r.eventsUrl, { command: '/gpu', text: 'status', user_id: SLACK_ADMIN });
       expect(admin.text).toMatch(/^GPU server: stopped/);
       expect(r.fair.killPrograms()).toEqual([]);
-      expect(r.fair.requests).toEqual([]);
     } finally {
       await r.close();
     }
@@ -219,6 +219,7 @@ describe('an admin id is an admin only on its own platform', () => {
         const reply = await replyReads(r, id, messages.adminOnly);
         expect(reply.ephemeral).toBe(true);
       }
+      expect(r.fair.requests).toEqual([]); // refused before anything reached Fair
       const { id } = r.discord.dispatchInteraction({ name: 'gpu', subcommand: 'status', userId: realAdmin, userName: 'root' });
       const status = await r.discord.waitFor(
         () => {
@@ -231,7 +232,6 @@ describe('an admin id is an admin only on its own platform', () => {
       expect(status.content).not.toBe(messages.adminOnly);
       expect(`${status.content} ${JSON.stringify(status.embeds)}`).toMatch(/GPU server/i);
       expect(r.fair.killPrograms()).toEqual([]);
-      expect(r.fair.requests).toEqual([]);
     } finally {
       await r.close();
     }

@@ -271,7 +271,8 @@ export class GpuLifecycle extends EventEmitter {
     this.clearIdleTimer();
     clearInterval(this.syncTimer);
     this.startAbort?.abort(new StartupError('shutdown', messages.stoppedForShutdown));
-    await settleWithin(Promise.allSettled([this.starting, this.stopping, this.syncing]), this.timing.closeWaitMs);
+    // A start request Fair has not answered yet: its answer (a program id) must reach the record.
+    await settleWithin(Promise.allSettled([this.starting, this.stopping, this.syncing, this.putInFlight?.answer]), this.timing.closeWaitMs);
     this.releaseLease();
     try {
       if (this.usingServer) this.records.leases.release(USE_LEASE_PREFIX + this.holder, this.holder);
@@ -571,7 +572,8 @@ export class GpuLifecycle extends EventEmitter {
         // A stop that comes meanwhile waits for this (see retire).
         const recorded = late
           .then(
-            (program) => this.lateProgram(id, node, program),
+            // A shutdown leaves the start for the next run to adopt, as it does a later one.
+            (program) => this.lateProgram(id, node, program, !isShutdown(signal)),
             () => this.write(() => this.records.remove(id)),
           )
           .catch(() => undefined)
@@ -589,10 +591,10 @@ export class GpuLifecycle extends EventEmitter {
   }
 
   /** The answer to a start program that was given up while Fair was still answering. */
-  private async lateProgram(id: string, node: string, program: { programId: string; bucketId: string }): Promise<void> {
+  private async lateProgram(id: string, node: string, program: { programId: string; bucketId: string }, abandoned: boolean): Promise<void> {
     this.startProgramsSent++;
-    const record = await this.write(() => this.records.update(id, { phase: 'created', programId: program.programId, abandoned: true })).catch(() => undefined);
-    this.log.warn({ node, programId: program.programId }, 'a start program given up was accepted by Fair after all; its container is killed once Fair names it');
+    const record = await this.write(() => this.records.update(id, { phase: 'created', programId: program.programId, abandoned })).catch(() => undefined);
+    this.log.warn({ node, programId: program.programId, abandoned }, 'a start program given up was accepted by Fair after all');
     if (!record) return;
     await this.deps.fair!.closeStdin(program.bucketId).catch(() => undefined);
     if (!this.closed) void this.sync();
@@ -601,6 +603,8 @@ export class GpuLifecycle extends EventEmitter {
   /** The container a start program made, once its Create command has run. */
   private async createdContainer(node: string, programId: string, signal: AbortSignal): Promise<string> {
     for (;;) {
+      // Status before result: a program that completes between the two reads still shows its entries.
+      const status = await this.retrying(() => this.deps.fair!.programStatus(node, programId, { signal }), signal);
       const entries = await this.retrying(() => this.deps.fair!.programResult(node, programId, { signal }), signal);
       const create = entries[0];
       if (create && 'err' in create) throw new FairApiError('start program', undefined, errText(create.err), false);
@@ -609,7 +613,6 @@ export class GpuLifecycle extends EventEmitter {
         if (typeof containerId === 'string' && containerId) return containerId;
         throw new FairApiError('start program', undefined, 'the Create result has no container_id', false);
       }
-      const status = await this.retrying(() => this.deps.fair!.programStatus(node, programId, { signal }), signal);
       if (status === 'Completed') throw new FairApiError('start program', undefined, 'the program completed without creating a container', false);
       await delay(this.timing.programPollMs, signal);
     }
@@ -618,6 +621,7 @@ export class GpuLifecycle extends EventEmitter {
   /** Waits for the Start command's entry; a taken host port is its own case. */
   private async startCommandDone(node: string, programId: string, signal: AbortSignal): Promise<void> {
     for (;;) {
+      const status = await this.retrying(() => this.deps.fair!.programStatus(node, programId, { signal }), signal);
       const entries = await this.retrying(() => this.deps.fair!.programResult(node, programId, { signal }), signal);
       const start = entries[1];
       if (start && 'err' in start) {
@@ -626,8 +630,7 @@ export class GpuLifecycle extends EventEmitter {
         throw new FairApiError('start program', undefined, text, false);
       }
       if (start) return;
-      const status = await this.retrying(() => this.deps.fair!.programStatus(node, programId, { signal }), signal);
-      if (status === 'Completed') return;
+      if (status === 'Completed') throw new FairApiError('start program', undefined, 'the program completed without starting the container', false);
       await delay(this.timing.programPollMs, signal);
     }
   }
@@ -832,9 +835,19 @@ export class GpuLifecycle extends EventEmitter {
         // Our own PUT still unanswered: its answer decides whether there is anything to kill.
         if (this.putInFlight?.recordId === record.id) await Promise.race([this.putInFlight.answer, abortedPromise(signal)]);
         const now = this.records.get();
-        if (now?.id === record.id && now.phase === 'creating') {
+        if (now?.id === record.id && now.phase === 'creating' && this.putInFlight?.recordId === record.id) {
           await this.write(() => this.records.update(record.id, { abandoned: true }));
           return { kind: 'pending', reason: 'Fair has not answered the start program yet; it is killed once Fair does' };
+        }
+        if (now?.id === record.id && now.phase === 'creating') {
+          // A process that died while Fair was answering its start request: whether Fair made the
+          // program cannot be known (no API lists a node's programs). Said loudly, then forgotten.
+          this.log.error(
+            { node: record.node, startedBy: record.startedBy },
+            'a start request whose answer never came: if Fair made it, its container runs untracked; check the node',
+          );
+          await this.write(() => this.records.remove(record.id));
+          return { kind: 'stopped' };
         }
         if (now?.id !== record.id) return { kind: 'stopped' };
         record = now;
@@ -882,9 +895,9 @@ export class GpuLifecycle extends EventEmitter {
     const fair = this.deps.fair!;
     for (;;) {
       try {
+        const status = await fair.programStatus(node, programId, { signal });
         const entries = await fair.programResult(node, programId, { signal });
-        if (entries.length >= 2 || entries.some((e) => 'err' in e)) return true;
-        if ((await fair.programStatus(node, programId, { signal })) === 'Completed') return true;
+        if (entries.length >= 2 || entries.some((e) => 'err' in e) || status === 'Completed') return true;
         await delay(this.timing.programPollMs, signal);
       } catch (error) {
         if (signal.aborted) return false;
@@ -901,13 +914,14 @@ export class GpuLifecycle extends EventEmitter {
     const fair = this.deps.fair!;
     for (;;) {
       try {
+        const status = await fair.programStatus(node, programId, { signal });
         const [create] = await fair.programResult(node, programId, { signal });
         if (create && 'err' in create) return null;
         if (create) {
           const id = (create.ok as { container_id?: unknown } | null)?.container_id;
           return typeof id === 'string' && id ? id : null;
         }
-        if ((await fair.programStatus(node, programId, { signal })) === 'Completed') return null;
+        if (status === 'Completed') return null;
       } catch (error) {
         if (signal.aborted) return 'not-yet';
         // Fair forgot the program, or refuses to say: the container cannot be named now; keep trying later.
@@ -1034,7 +1048,9 @@ export class GpuLifecycle extends EventEmitter {
       const current = this.records.get();
       if (current?.id !== record.id) return;
       const outcome = await this.retire(current);
-      this.log.info({ node: current.node, containerId: current.containerId, outcome: outcome.kind }, 'finishing a pending kill');
+      // Said once it is done; while it waits for Fair, every round would only repeat itself.
+      if (outcome.kind === 'stopped') this.log.info({ node: current.node, containerId: current.containerId }, 'a pending kill is done: Fair confirmed it');
+      else this.log.debug({ node: current.node, outcome }, 'a pending kill still waits for Fair');
     } finally {
       this.releaseLease();
     }

@@ -19,7 +19,7 @@ export const FAST_TIMING: NonNullable<ServiceOptions['timing']> = {
   fairRetryMs: [20, 40, 80],
   programPollMs: 10,
   earlierRefusedMs: 300,
-  stopTimeoutMs: 2_000,
+  stopTimeoutMs: 5_000,
   leaseTtlMs: 1_500,
   syncIntervalMs: 50,
   exitPollMs: 20,
