@@ -74,7 +74,7 @@ export async function startApp(options: StartOptions): Promise<RunningApp> {
     throw new ConfigError('DISCORD_TOKEN or SLACK_BOT_TOKEN must be set: the bot needs a chat platform to serve');
   }
   // Before anything reads or moves the jobs in DATA_DIR: one bot per DATA_DIR.
-  const claim = claimDataDir(
+  const claim = await claimDataDir(
     config.dataDir,
     config.instanceLeaseMs,
     createLogger({ level: config.logLevel, destination: options.logDestination, secrets: config.secrets }),

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { Leases, newHolderId } from './leases.js';
-import { DataDirRefusal, openDatabase } from './sqlite.js';
+import { DataDirRefusal, openDatabase, retryBusy, StorageError } from './sqlite.js';
 
 const INSTANCE_LEASE = 'instance';
 
@@ -12,14 +12,21 @@ const INSTANCE_LEASE = 'instance';
  * DATA_DIR within `ttlMs`. A second bot refuses to start (DataDirRefusal: exit code 2, one
  * line naming the holder); the CLI never takes this lease and runs beside the bot.
  */
-export function claimDataDir(dataDir: string, ttlMs: number, logger: Logger): { release(): void } {
+export async function claimDataDir(dataDir: string, ttlMs: number, logger: Logger): Promise<{ release(): void }> {
   const file = join(dataDir, 'fairbot.db');
-  // At start nothing waits on the event loop yet: a lock held for a moment may be waited out.
-  const db = openDatabase(file, { busyTimeoutMs: 2_000 });
+  // A short busy timeout: the heartbeat must not hold up the bot while another process has the lock.
+  const db = openDatabase(file, { busyTimeoutMs: 50 });
   const leases = new Leases(db);
   const holder = newHolderId();
   const info = `pid ${process.pid} on ${hostname()}, started ${new Date().toISOString()}`;
-  if (!leases.acquire(INSTANCE_LEASE, holder, ttlMs, info)) {
+  let acquired: boolean;
+  try {
+    acquired = await retryBusy(() => leases.acquire(INSTANCE_LEASE, holder, ttlMs, info), AbortSignal.timeout(ttlMs));
+  } catch (error) {
+    db.close();
+    throw new StorageError(file, error);
+  }
+  if (!acquired) {
     const current = leases.holderOf(INSTANCE_LEASE);
     db.close();
     const leftS = current ? Math.ceil((current.expiresAt - Date.now()) / 1000) : 0;

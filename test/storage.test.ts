@@ -1,0 +1,94 @@
+/**
+ * Faults of the bot's own storage, through the real app and adapters against the stand-ins
+ * (issue 17): another process holding fairbot.db's write lock, and a database that lost its
+ * state. The full disk and a second bot on the same DATA_DIR need real bot processes:
+ * test/datadir.test.ts.
+ *
+ * The lock is what any `sqlite3` shell or backup tool in a transaction holds: a second
+ * connection's `BEGIN IMMEDIATE` on DATA_DIR/fairbot.db.
+ */
+import { rmSync, truncateSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import { startApp } from '../src/app.js';
+import { escapeMrkdwn } from '../src/bots/slack/text.js';
+import { messages } from '../src/messages.js';
+import { keepSqliteObjects } from '../src/storage/sqlite.js';
+import { FAST_TIMING, LogCapture } from './helpers/app.js';
+import { cleanupAfterEach } from './helpers/cleanup.js';
+import { healthzAnswers, imageInReply, imagine, replyReads, startDiscordRig } from './helpers/discordApp.js';
+import { DONE_TEXT, lastSeen, startSlackRig } from './helpers/slack.js';
+import { pngForPrompt } from './standins/png.js';
+
+const cleanup = cleanupAfterEach();
+
+/** Another process's transaction on fairbot.db: holds the write lock until released. */
+function holdWriteLock(dataDir: string): { release(): void } {
+  const db = new Database(join(dataDir, 'fairbot.db'));
+  keepSqliteObjects(db); // Node 24: never garbage (src/storage/sqlite.ts)
+  db.exec('BEGIN IMMEDIATE');
+  let held = true;
+  const release = () => {
+    if (!held) return;
+    held = false;
+    db.exec('ROLLBACK');
+    db.close();
+  };
+  cleanup.defer(release);
+  return { release };
+}
+
+describe('another process holds the write lock on fairbot.db', () => {
+  it('Discord: /imagine is deferred within the 3 s (no 10062) and refused in words; /healthz says why; after the release jobs work', async () => {
+    const rig = await cleanup.closing(startDiscordRig({ env: { METRICS_PORT: '0' } }));
+    const lock = holdWriteLock(rig.dataDir);
+
+    const held = imagine(rig, 'a fox while the database is locked');
+    // The deferral reached Discord in time (the stand-in answers 10062 past 3 s), then the refusal.
+    await replyReads(rig, held.id, messages.storageBusy);
+    const callbacks = rig.discord.callbacks.filter((c) => c.interactionId === held.id);
+    expect(callbacks.map((c) => [c.type, c.status])).toEqual([[5, 204]]);
+    const health = await healthzAnswers(rig, 503);
+    expect(health.text).toContain(join(rig.dataDir, 'fairbot.db'));
+    expect(health.text).toContain('another process holds its write lock');
+
+    lock.release();
+    await healthzAnswers(rig, 200);
+    const after = imagine(rig, 'a fox once the lock is gone');
+    const message = await imageInReply(rig, after.id);
+    expect(message.attachments[0]!.bytes.equals(pngForPrompt('a fox once the lock is gone'))).toBe(true);
+  }, 30_000);
+
+  it('Slack: /imagine is acknowledged within the 3 s whatever the database does, with the refusal; after the release jobs work', async () => {
+    const rig = await cleanup.closing(startSlackRig({ socketMode: true }));
+    const lock = holdWriteLock(rig.app.services.config.dataDir);
+
+    // The stand-in fails the send when no ack comes within 3 s.
+    const held = await rig.slack.sendSocketCommand({ command: '/imagine', text: 'a heron while the database is locked', user_id: 'U0LOCK' });
+    expect(held.text).toBe(escapeMrkdwn(messages.storageBusy));
+
+    lock.release();
+    await rig.slack.sendSocketCommand({ command: '/imagine', text: 'a heron once the lock is gone', user_id: 'U0LOCK' });
+    await rig.slack.waitFor(() => lastSeen(rig.slack, 'U0LOCK')?.text === DONE_TEXT, 15_000, 'the image to be posted');
+    expect(rig.slack.channelFiles().map((f) => f.files[0]!.bytes.equals(pngForPrompt('a heron once the lock is gone')))).toEqual([true]);
+  }, 30_000);
+});
+
+describe('a database that lost its state', () => {
+  it('a zero-length fairbot.db: the bot refuses to start, naming the file and what to do, instead of starting with an empty queue', async () => {
+    const rig = await cleanup.closing(startDiscordRig());
+    await rig.app.stop(0);
+    const file = join(rig.dataDir, 'fairbot.db');
+    truncateSync(file, 0);
+
+    const started = startApp({ env: rig.env, logDestination: new LogCapture(), timing: FAST_TIMING });
+    await expect(started).rejects.toMatchObject({ name: 'DataDirRefusal' });
+    const message = (await started.catch((error: Error) => error.message)) as string;
+    expect(message).toContain(`${file} has lost its state`);
+    expect(message).toContain(`delete ${file}.marker`);
+    // rig.close() stops the app again: start one that is fine once the operator chose an empty queue.
+    rmSync(`${file}.marker`);
+    rig.app = await startApp({ env: rig.env, logDestination: new LogCapture(), timing: FAST_TIMING });
+  }, 30_000);
+});
