@@ -7,7 +7,7 @@
  * The lock is what any `sqlite3` shell or backup tool in a transaction holds: a second
  * connection's `BEGIN IMMEDIATE` on DATA_DIR/fairbot.db.
  */
-import { rmSync, truncateSync } from 'node:fs';
+import { copyFileSync, rmSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
@@ -15,7 +15,8 @@ import { startApp } from '../src/app.js';
 import { escapeMrkdwn } from '../src/bots/slack/text.js';
 import { messages } from '../src/messages.js';
 import { keepSqliteObjects } from '../src/storage/sqlite.js';
-import { FAST_TIMING, LogCapture } from './helpers/app.js';
+import { JobStore } from '../src/jobs/store.js';
+import { eventually, FAST_TIMING, LogCapture, tempDir } from './helpers/app.js';
 import { cleanupAfterEach } from './helpers/cleanup.js';
 import { healthzAnswers, imageInReply, imagine, replyReads, startDiscordRig } from './helpers/discordApp.js';
 import { DONE_TEXT, lastSeen, startSlackRig } from './helpers/slack.js';
@@ -91,4 +92,34 @@ describe('a database that lost its state', () => {
     rmSync(`${file}.marker`);
     rig.app = await startApp({ env: rig.env, logDestination: new LogCapture(), timing: FAST_TIMING });
   }, 30_000);
+});
+
+describe('the WAL is checkpointed', () => {
+  it('recorded jobs reach fairbot.db itself, not only its -wal file (a lost -wal costs at most the last minute)', async () => {
+    const dir = tempDir('fairbot-checkpoint-');
+    cleanup.defer(() => dir.remove());
+    const store = new JobStore(dir.path, { probeMs: 20, checkpointMs: 50 });
+    cleanup.defer(() => store.close());
+    store.insert('job1', { platform: 'slack', userId: 'U1' }, 'a checkpointed fox', {});
+
+    // fairbot.db copied alone, without its -wal file, as a crash that lost the -wal would leave it.
+    const alone = join(dir.path, 'alone.db');
+    const promptsIn = (file: string) => {
+      copyFileSync(join(dir.path, 'fairbot.db'), file);
+      const db = new Database(file, { readonly: true });
+      keepSqliteObjects(db);
+      try {
+        const hasJobs = db.prepare(`SELECT count(*) AS n FROM sqlite_master WHERE name = 'jobs'`);
+        keepSqliteObjects(hasJobs);
+        if ((hasJobs.get() as { n: number }).n === 0) return [];
+        const select = db.prepare('SELECT prompt FROM jobs');
+        keepSqliteObjects(select);
+        return (select.all() as Array<{ prompt: string }>).map((r) => r.prompt);
+      } finally {
+        db.close();
+      }
+    };
+    await eventually(() => promptsIn(alone).length === 1, 5_000, 'the job in fairbot.db itself');
+    expect(promptsIn(alone)).toEqual(['a checkpointed fox']);
+  });
 });

@@ -77,6 +77,7 @@ export class JobStore {
   private readonly endRows;
   /** The last write that failed, until one succeeds again. */
   private failure: StorageError | undefined;
+  private readonly busyTimeoutMs: number;
   private writesSinceCheckpoint = 0;
   private lastCheckpointAt = Date.now();
   private readonly maintenance: NodeJS.Timeout;
@@ -86,7 +87,8 @@ export class JobStore {
     this.imageDir = join(dataDir, 'images');
     mkdirSync(this.imageDir, { recursive: true });
     this.file = join(dataDir, 'fairbot.db');
-    this.db = openDatabase(this.file, { busyTimeoutMs: options.busyTimeoutMs ?? 50 });
+    this.busyTimeoutMs = options.busyTimeoutMs ?? 50;
+    this.db = openDatabase(this.file, { busyTimeoutMs: this.busyTimeoutMs });
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS jobs (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -180,10 +182,14 @@ export class JobStore {
       result = action();
     } catch (error) {
       this.failure = error instanceof StorageError ? error : new StorageError(this.file, error);
+      // Once the lock is known to be held, writes fail at once instead of each blocking the event
+      // loop for the busy timeout (twenty commands retrying would add up to seconds).
+      if (this.failure.fault === 'busy') this.db.exec('PRAGMA busy_timeout = 0');
       throw this.failure;
     }
     this.writesSinceCheckpoint++;
     if (this.failure) {
+      this.db.exec(`PRAGMA busy_timeout = ${this.busyTimeoutMs}`);
       this.failure = undefined;
       this.moveLedgerIn();
     }
