@@ -27,8 +27,15 @@ export function openDatabase(file: string, opts: { busyTimeoutMs?: number } = {}
   mkdirSync(dirname(file), { recursive: true });
   const db = new Database(file, { timeout: opts.busyTimeoutMs ?? 5_000 });
   keepSqliteObjects(db);
-  // exec(), not pragma(): pragma() prepares a throwaway Statement (see keepSqliteObjects).
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;');
+  try {
+    // exec(), not pragma(): pragma() prepares a throwaway Statement (see keepSqliteObjects).
+    db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;');
+  } catch (error) {
+    db.close();
+    // "file is not a database" says nothing to an operator without the file's name.
+    if (error instanceof Error) error.message = `${file}: ${error.message}`;
+    throw error;
+  }
   return db;
 }
 
