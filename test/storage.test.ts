@@ -14,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { startApp } from '../src/app.js';
 import { escapeMrkdwn } from '../src/bots/slack/text.js';
 import { messages } from '../src/messages.js';
-import { keepSqliteObjects } from '../src/storage/sqlite.js';
+import { keepSqliteObjects, StorageError } from '../src/storage/sqlite.js';
 import { JobStore } from '../src/jobs/store.js';
 import { eventually, FAST_TIMING, LogCapture, tempDir } from './helpers/app.js';
 import { cleanupAfterEach } from './helpers/cleanup.js';
@@ -121,5 +121,20 @@ describe('the WAL is checkpointed', () => {
     };
     await eventually(() => promptsIn(alone).length === 1, 5_000, 'the job in fairbot.db itself');
     expect(promptsIn(alone)).toEqual(['a checkpointed fox']);
+  });
+});
+
+describe('storage errors name the file and the cause', () => {
+  it('a full disk, a held lock and any other failure, each in words, with the file', () => {
+    const cases = [
+      [{ code: 'SQLITE_FULL', message: 'database or disk is full' }, 'full', '/data/fairbot.db: the disk is full (SQLITE_FULL: database or disk is full)'],
+      [{ code: 'ENOSPC', message: 'no space left on device' }, 'full', '/data/fairbot.db: the disk is full (ENOSPC: no space left on device)'],
+      [{ code: 'SQLITE_BUSY', message: 'database is locked' }, 'busy', '/data/fairbot.db: another process holds its write lock (SQLITE_BUSY: database is locked)'],
+      [{ code: 'SQLITE_READONLY', message: 'attempt to write a readonly database' }, 'unwritable', '/data/fairbot.db: it cannot be written (SQLITE_READONLY: attempt to write a readonly database)'],
+    ] as const;
+    for (const [cause, fault, message] of cases) {
+      const error = new StorageError('/data/fairbot.db', Object.assign(new Error(cause.message), { code: cause.code }));
+      expect([error.fault, error.message]).toEqual([fault, message]);
+    }
   });
 });

@@ -1,4 +1,5 @@
 import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { StorageError } from '../storage/sqlite.js';
 
 export type EndState = 'delivered' | 'failed' | 'cancelled';
 
@@ -25,8 +26,12 @@ export class OutcomeLedger {
     } catch {
       /* made below */
     }
-    if (size !== LEDGER_BYTES) writeFileSync(file, Buffer.alloc(LEDGER_BYTES));
-    this.fd = openSync(file, 'r+');
+    try {
+      if (size !== LEDGER_BYTES) writeFileSync(file, Buffer.alloc(LEDGER_BYTES));
+      this.fd = openSync(file, 'r+');
+    } catch (error) {
+      throw new StorageError(file, error);
+    }
     this.entries().forEach(({ id }, slot) => this.used.set(id, slot));
   }
 
