@@ -20,7 +20,8 @@ export function imagineCommand(ctx: SlackContext) {
     let result: ImagineResult;
     try {
       // Immediate, or up to STORAGE_BUSY_WAIT_MS while the database is locked: within the ack's 3 s.
-      result = await imagineOrWait(
+      // Awaited only then: the ack shows the job's first status (queued), not a later one.
+      const submitted = imagineOrWait(
         {
           requester: { platform: 'slack', userId: fields.userId, userName: fields.userName, channelId: fields.channelId },
           prompt: fields.text,
@@ -29,6 +30,7 @@ export function imagineCommand(ctx: SlackContext) {
         },
         ctx.services,
       );
+      result = submitted instanceof Promise ? await submitted : submitted;
     } catch (error) {
       ctx.log.error({ err: error, userId: fields.userId }, '/imagine failed');
       await ack({ response_type: 'ephemeral', text: escapeMrkdwn(slackMessages.internalError) });
