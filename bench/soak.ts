@@ -6,7 +6,13 @@
 //     (past INFER_TIMEOUT_S=1);
 //   - one GPU server crash mid-generation (setFault('crash')) after 150 outcomes;
 //   - one bot restart after 300 outcomes: app.stop() (the SIGTERM path) and startApp
-//     again on the same DATA_DIR.
+//     again on the same DATA_DIR;
+//   - storage faults (issue 17): the disk fills for 3 s after 200 outcomes (RLIMIT_FSIZE
+//     on this process with prlimit(1): no file may grow past 16 KiB; the soak holds its own
+//     output meanwhile), another process holds fairbot.db's write lock for 3 s after 250
+//     (a second connection's BEGIN IMMEDIATE), and a second bot tries to start on the same
+//     DATA_DIR after 350 (it must refuse). A command refused because of them ("could not
+//     record your job", "the database is busy") is that job's one outcome.
 // Users keep within USER_MAX_PENDING (3, the default): a user sends a new /imagine only
 // while fewer than 3 of theirs are without an outcome. QUEUE_MAX is raised to 200 so that
 // 50 users x 3 never meet the global queue limit (which is tested elsewhere).
@@ -23,7 +29,13 @@ import { Writable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { setFlagsFromString, writeHeapSnapshot } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { startApp, type RunningApp } from '../src/app.js';
+import { escapeMrkdwn } from '../src/bots/slack/text.js';
+import { messages } from '../src/messages.js';
+import { keepSqliteObjects } from '../src/storage/sqlite.js';
 import { FAST_TIMING, fairEnv, tempDir } from '../test/helpers/app.js';
 import { recordedJobs } from '../test/helpers/faults.js';
 import type { DiffusionFault, DiffusionStandin, InferRecord } from '../test/standins/diffusion.js';
@@ -40,6 +52,12 @@ const FAULT_KINDS: DiffusionFault[] = ['500', '503', 'non-json', 'no-image', 'ba
 const CRASH_AFTER = 150;
 const RESTART_AFTER = 300;
 const WARMUP_AFTER = 100;
+const DISK_FULL_AFTER = 200;
+const LOCK_AFTER = 250;
+const SECOND_BOT_AFTER = 350;
+const STORAGE_FAULT_MS = 3_000;
+/** What a user reads when a storage fault refuses their command: the job's one outcome. */
+const STORAGE_REFUSALS = [messages.storageFailed, messages.storageFull, messages.storageBusy].map(escapeMrkdwn);
 const DEADLINE_MS = 6 * 60_000;
 /**
  * Growth allowed from warm-up (100 outcomes) to the end, measured after a forced GC. RSS also
@@ -71,7 +89,13 @@ function random(): number {
 
 const t0 = performance.now();
 const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(1).padStart(5)} s`;
-const say = (msg: string) => process.stderr.write(`[soak ${elapsed()}] ${msg}\n`);
+/** While the disk is "full", so is stderr when it is a file: lines wait here. */
+let heldOutput: string[] | undefined;
+const say = (msg: string) => {
+  const line = `[soak ${elapsed()}] ${msg}\n`;
+  if (heldOutput) heldOutput.push(line);
+  else process.stderr.write(line);
+};
 
 // --- the bot's logs: counted, not kept ----------------------------------------------
 const logCounts = new Map<string, number>();
@@ -172,6 +196,7 @@ async function main(): Promise<number> {
   const strayImages: string[] = [];
   const wrongBytes: string[] = [];
   const refusals: string[] = [];
+  const storageRefusals = new Map<string, number>();
   let seenShares = 0;
   let seenPosts = 0;
   let seenEphemerals = 0;
@@ -252,7 +277,10 @@ async function main(): Promise<number> {
       sending++;
       try {
         const res = await slack.sendSlashCommand(eventsUrl, { command: '/imagine', text: job.prompt, user_id: user, response_url: job.responseUrl });
-        if (res.status !== 200 || !res.text || !/^(Queued|Warming up the GPU)/.test(res.text)) {
+        if (res.status === 200 && res.text && STORAGE_REFUSALS.includes(res.text)) {
+          storageRefusals.set(res.text, (storageRefusals.get(res.text) ?? 0) + 1);
+          job.failures.push(res.text);
+        } else if (res.status !== 200 || !res.text || !/^(Queued|Warming up the GPU)/.test(res.text)) {
           refusals.push(`${job.prompt}: HTTP ${res.status} ${res.text ?? ''}`);
           job.failures.push(`refused: ${res.text ?? res.status}`);
         }
@@ -271,6 +299,48 @@ async function main(): Promise<number> {
   const sampler = setInterval(() => sample(), 1_000);
   const users$ = users.map(userLoop);
   say(`seed ${seed}: ${JOBS} jobs from ${USERS} users, ${FAULT_RATE * 100}% generation faults, crash after ${CRASH_AFTER}, restart after ${RESTART_AFTER}`);
+
+  // --- storage faults ---------------------------------------------------------------------
+  const limitFileSize = (limit: string) => execFileSync('prlimit', ['--pid', String(process.pid), `--fsize=${limit}:`]);
+  let diskFilled = false;
+  let lockHeld = false;
+  let secondBot: string | undefined;
+  const fillDisk = () => {
+    diskFilled = true;
+    say(`disk full for ${STORAGE_FAULT_MS / 1000} s (no file may grow past 16 KiB)`);
+    heldOutput = [];
+    limitFileSize('16384');
+    setTimeout(() => {
+      limitFileSize('unlimited');
+      const held = heldOutput ?? [];
+      heldOutput = undefined;
+      for (const line of held) process.stderr.write(line);
+      say('disk space back');
+    }, STORAGE_FAULT_MS);
+  };
+  const holdLock = () => {
+    lockHeld = true;
+    const db = new Database(join(dir.path, 'fairbot.db'));
+    keepSqliteObjects(db); // Node 24: never garbage (src/storage/sqlite.ts)
+    db.exec('BEGIN IMMEDIATE');
+    say(`another process holds fairbot.db's write lock for ${STORAGE_FAULT_MS / 1000} s`);
+    setTimeout(() => {
+      db.exec('ROLLBACK');
+      db.close();
+      say('lock released');
+    }, STORAGE_FAULT_MS);
+  };
+  const startSecondBot = async () => {
+    const second = await startApp({ env, logDestination: logs, timing: FAST_TIMING }).then(
+      async (started) => {
+        await started.stop(0);
+        return 'it started';
+      },
+      (error: unknown) => `${(error as Error).name}: ${(error as Error).message}`,
+    );
+    say(`second bot on the same DATA_DIR: ${second}`);
+    return second;
+  };
 
   let restarted = false;
   let lastReport = 0;
@@ -295,6 +365,9 @@ async function main(): Promise<number> {
         say('GPU server: the next generation crashes it');
       }
     }
+    if (!diskFilled && done >= DISK_FULL_AFTER) fillDisk();
+    if (!lockHeld && done >= LOCK_AFTER) holdLock();
+    if (secondBot === undefined && done >= SECOND_BOT_AFTER) secondBot = await startSecondBot();
     if (!restarted && done >= RESTART_AFTER) {
       restarted = true;
       paused = true;
@@ -351,6 +424,8 @@ async function main(): Promise<number> {
   check(unhandled === 0, `${unhandled} unhandled rejections`);
   check((faultsTaken.get('crash') ?? 0) === 1, `the GPU server crash happened ${faultsTaken.get('crash') ?? 0} times`);
   check(restarted, 'the bot restart did not happen');
+  check(diskFilled && lockHeld, 'the storage faults did not all happen');
+  check(secondBot?.startsWith('DataDirRefusal: DATA_DIR ') === true, `the second bot on the same DATA_DIR was not refused: ${secondBot ?? 'never tried'}`);
   const rssGrowthMb = warm ? end.rssMb - warm.rssMb : NaN;
   const harnessGrowthMb = harnessEndMb - harnessAtWarmMb;
   check(warm !== undefined && rssGrowthMb <= harnessGrowthMb + RSS_TOLERANCE_MB,
@@ -384,6 +459,9 @@ async function main(): Promise<number> {
   line('start programs sent to Fair', fair.startPrograms());
   line('bot restarts / jobs it took over from DATA_DIR', `${restarted ? 1 : 0} / ${recoveredAtRestart}`);
   line('response_url posts refused by Slack', refusedPosts);
+  line('commands refused by storage faults', [...storageRefusals.entries()].map(([text, n]) => `${n} "${text.slice(0, 50)}..."`).join(', ') || 0);
+  line('bot log: writes it could not record', [...logCounts.entries()].filter(([m]) => m.startsWith('could not record')).reduce((a, [, n]) => a + n, 0));
+  line('second bot on the same DATA_DIR', secondBot ?? 'never tried');
   line('unhandled rejections', unhandled);
   line('bot log: job delivered / job failed', `${logCounts.get('job delivered') ?? 0} / ${logCounts.get('job failed') ?? 0}`);
   line('bot log lines at level error', errorLines.length);

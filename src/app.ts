@@ -10,6 +10,7 @@ import { JobStore } from './jobs/store.js';
 import { createLogger } from './logger.js';
 import { Metrics, startOpsServer, type Health } from './metrics.js';
 import type { Services } from './services.js';
+import { claimDataDir } from './storage/instance.js';
 
 /** Enough to keep the platforms busy; each upload in flight costs two or three image copies. */
 const UPLOADS_AT_ONCE = 3;
@@ -72,7 +73,19 @@ export async function startApp(options: StartOptions): Promise<RunningApp> {
     // Nothing to serve: say so and stop, rather than exit 0 into a restart loop.
     throw new ConfigError('DISCORD_TOKEN or SLACK_BOT_TOKEN must be set: the bot needs a chat platform to serve');
   }
-  const services = createServices(config, { durable: true, ...options });
+  // Before anything reads or moves the jobs in DATA_DIR: one bot per DATA_DIR.
+  const claim = await claimDataDir(
+    config.dataDir,
+    config.instanceLeaseMs,
+    createLogger({ level: config.logLevel, destination: options.logDestination, secrets: config.secrets }),
+  );
+  let services: Services;
+  try {
+    services = createServices(config, { durable: true, ...options });
+  } catch (error) {
+    claim.release();
+    throw error;
+  }
   const { logger } = services;
   const bots: { discord?: Bot; slack?: Bot } = {};
   try {
@@ -90,6 +103,7 @@ export async function startApp(options: StartOptions): Promise<RunningApp> {
     await services.lifecycle.close();
     await services.inference.close();
     services.jobs.close();
+    claim.release();
     throw error;
   }
   // Adopt a server an earlier run started, so it is reported, reused and stopped when idle;
@@ -99,7 +113,7 @@ export async function startApp(options: StartOptions): Promise<RunningApp> {
   const ops =
     config.metricsPort === undefined
       ? undefined
-      : await startOpsServer(config.metricsPort, services.metrics, () => botsHealth(bots), logger);
+      : await startOpsServer(config.metricsPort, services.metrics, () => health(bots, services.jobs.storageHealth()), logger);
   logger.info({ discord: Boolean(bots.discord), slack: Boolean(bots.slack), managed: services.lifecycle.managed }, 'fairbot started');
 
   let stopping: Promise<void> | undefined;
@@ -115,6 +129,7 @@ export async function startApp(options: StartOptions): Promise<RunningApp> {
         await services.lifecycle.close();
         await services.inference.close();
         services.jobs.close();
+        claim.release();
         logger.info('fairbot stopped');
       })();
       return stopping;
@@ -122,11 +137,12 @@ export async function startApp(options: StartOptions): Promise<RunningApp> {
   };
 }
 
-/** Healthy when every configured platform is connected. */
-function botsHealth(bots: { discord?: Bot; slack?: Bot }): Health {
-  const problems = Object.entries(bots).flatMap(([name, bot]) => {
-    const h = bot?.health?.() ?? { ok: true };
-    return h.ok ? [] : [`${name}: ${h.reason ?? 'not connected'}`];
-  });
+/** Healthy when every configured platform is connected and DATA_DIR can be written. */
+function health(bots: { discord?: Bot; slack?: Bot }, storage: Health): Health {
+  const parts: Array<[string, Health]> = [
+    ...Object.entries(bots).map(([name, bot]): [string, Health] => [name, bot?.health?.() ?? { ok: true }]),
+    ['storage', storage],
+  ];
+  const problems = parts.flatMap(([name, h]) => (h.ok ? [] : [`${name}: ${h.reason ?? 'not connected'}`]));
   return problems.length === 0 ? { ok: true } : { ok: false, reason: problems.join('; ') };
 }

@@ -105,6 +105,7 @@ export const envSchema = z.object({
     z.coerce.number({ message: 'must be a number' }).int({ message: 'must be a whole number' }).min(0, { message: 'must be at least 0' }).max(65_535, { message: 'must be at most 65535' }).optional(),
   ),
   DATA_DIR: text('./data'),
+  INSTANCE_LEASE_S: number(15, 1, 3_600, false),
   LOG_LEVEL: z.preprocess((v) => (v === undefined || v === '' ? 'info' : v), logLevel),
 });
 
@@ -139,6 +140,8 @@ export interface Config {
   /** Off when unset. */
   metricsPort?: number;
   dataDir: string;
+  /** How long a crashed bot's claim on DATA_DIR outlives it (renewed every third of it). */
+  instanceLeaseMs: number;
   logLevel: z.infer<typeof logLevel>;
   /** Values that must never reach a log line or a message. */
   secrets: string[];
@@ -189,6 +192,7 @@ export function loadConfig(env: Env): Config {
     slackApiUrl: e.SLACK_API_URL.endsWith('/') ? e.SLACK_API_URL : `${e.SLACK_API_URL}/`,
     metricsPort: e.METRICS_PORT,
     dataDir: e.DATA_DIR,
+    instanceLeaseMs: e.INSTANCE_LEASE_S * 1000,
     logLevel: e.LOG_LEVEL,
     secrets,
   };

@@ -48,6 +48,8 @@ export const messages = {
   queueFull: (max: number) =>
     `The queue is full: ${max} jobs are waiting (QUEUE_MAX is ${max}). Try again in a few minutes.`,
   storageFailed: 'The bot could not record your job (its DATA_DIR is not writable). Tell an admin; try again later.',
+  storageFull: 'The bot could not record your job: its disk is full. Tell an admin; try again later.',
+  storageBusy: "The bot's database is busy (held by another process); try again in a moment.",
   shuttingDown: 'The bot is restarting and not taking new jobs right now. Try again in a minute.',
 
   // --- job failures -----------------------------------------------------------

@@ -6,6 +6,7 @@ import { median, StartupError, type GpuLifecycle, type ReadyServer } from '../fa
 import { InferenceError, type InferenceClient } from '../inference/client.js';
 import { sniffImage } from '../inference/image.js';
 import { messages } from '../messages.js';
+import { isBusy, StorageError, type StorageFault } from '../storage/sqlite.js';
 import { Job, newJobId } from './job.js';
 import type { JobRecord, JobStore } from './store.js';
 import type { FailureReason, GeneratedImage, Platform, Requester } from './types.js';
@@ -72,7 +73,11 @@ export class JobService {
     });
   }
 
-  /** Accepts a job or throws JobRefusal naming the limit. The job is recorded before this returns. */
+  /**
+   * Accepts a job or throws JobRefusal naming the limit. The job is recorded before this returns.
+   * While another process holds the database's write lock it throws that busy StorageError
+   * instead, for the caller to try again off the event loop (src/commands/imagine.ts).
+   */
   submit(requester: Requester, prompt: string, reply: Record<string, unknown> = {}): Job {
     const { config, store } = this.deps;
     if (this.closed) throw new JobRefusal(messages.shuttingDown);
@@ -84,8 +89,9 @@ export class JobService {
     try {
       store?.insert(id, requester, prompt, reply);
     } catch (error) {
+      if (isBusy(error)) throw error;
       this.log.error({ err: error }, 'could not record a job');
-      throw new JobRefusal(messages.storageFailed);
+      throw new JobRefusal(REFUSAL_FOR[error instanceof StorageError ? error.fault : 'unwritable']);
     }
     const job = this.track(new Job(id, requester, prompt, reply, (error) => this.log.error({ jobId: id, err: error }, 'a progress listener failed')));
     this.log.info({ jobId: id, platform: requester.platform, userId: requester.userId, position: this.waiting.length + 1 }, 'job queued');
@@ -108,14 +114,14 @@ export class JobService {
   recover(): number {
     const { store } = this.deps;
     if (!store) return 0;
-    store.prune();
+    this.record('the pruning of old jobs', undefined, (s) => s.prune());
     let recovered = 0;
     for (const record of store.unfinished()) {
       if (this.jobs.has(record.id)) continue;
       const handler = this.recoveryHandlers.get(record.requester.platform);
       if (!handler) {
         // A CLI process that died has nobody left to answer; other platforms wait for their adapter.
-        if (record.requester.platform === 'cli') store.markEnded(record.id, 'failed', 'the CLI process ended');
+        if (record.requester.platform === 'cli') this.record('the end', record.id, (s) => s.markEnded(record.id, 'failed', 'the CLI process ended'));
         else this.log.warn({ jobId: record.id, platform: record.requester.platform }, 'job kept for a platform that is not running');
         continue;
       }
@@ -148,7 +154,12 @@ export class JobService {
     if (job) Object.assign(job.reply, reply);
     // A job no longer in memory: merge into what DATA_DIR holds rather than replace it.
     const merged = job?.reply ?? { ...this.deps.store?.get(jobId)?.reply, ...reply };
-    this.deps.store?.updateReply(jobId, merged);
+    this.record('the reply state', jobId, (s) => s.updateReply(jobId, merged));
+  }
+
+  /** Whether DATA_DIR can be written right now (for /healthz); always ok without a store. */
+  storageHealth(): { ok: boolean; reason?: string } {
+    return this.deps.store?.health() ?? { ok: true };
   }
 
   counts(): { waiting: number; running: number } {
@@ -163,7 +174,7 @@ export class JobService {
   /** The adapter posted the image. */
   delivered(jobId: string): void {
     const job = this.jobs.get(jobId);
-    this.deps.store?.markEnded(jobId, 'delivered');
+    this.record('the delivery', jobId, (s) => s.markEnded(jobId, 'delivered'));
     if (!job) return;
     job.finishDelivery('delivered');
     this.events.emit('ended', { jobId, outcome: 'delivered' });
@@ -174,7 +185,7 @@ export class JobService {
   /** The adapter could not post the image; it has told the user what it could. */
   deliveryFailed(jobId: string, reason: string): void {
     const job = this.jobs.get(jobId);
-    this.deps.store?.markEnded(jobId, 'failed', reason);
+    this.record('the failed delivery', jobId, (s) => s.markEnded(jobId, 'failed', reason));
     if (!job) return;
     job.finishDelivery('failed');
     this.events.emit('ended', { jobId, outcome: 'delivery-failed' });
@@ -219,12 +230,27 @@ export class JobService {
       if (store) {
         this.running.delete(job);
         job.abort.abort();
-        store.markQueued(job.id);
+        this.record('the job back in the queue', job.id, (s) => s.markQueued(job.id));
       } else {
         this.finishFailed(job, messages.stoppedForShutdown, 'shutdown');
       }
     }
     this.deps.lifecycle.setActivity(0);
+  }
+
+  /**
+   * A store write the job can go on without: when DATA_DIR cannot take it (a full disk, a
+   * held lock) it is logged, naming the file, and /healthz reports it until writes succeed
+   * again. Ends never get lost this way: markEnded keeps them in its ledger.
+   */
+  private record(what: string, jobId: string | undefined, write: (store: JobStore) => unknown): void {
+    const { store } = this.deps;
+    if (!store) return;
+    try {
+      write(store);
+    } catch (error) {
+      this.log.error({ jobId, err: error }, `could not record ${what}`);
+    }
   }
 
   /** Releases the store (after shutdown). */
@@ -267,12 +293,12 @@ export class JobService {
       // The image file is gone: generate it again rather than lose the job.
     }
     if (record.attempts >= MAX_ATTEMPTS) {
-      store.markEnded(record.id, 'failed', 'too many attempts');
+      this.record('the end', record.id, (s) => s.markEnded(record.id, 'failed', 'too many attempts'));
       job.fail(messages.inferenceFailed(`the job was tried ${record.attempts} times without finishing`), 'inference-failed');
       this.log.warn({ jobId: record.id, attempts: record.attempts }, 'job dropped after repeated attempts');
       return job;
     }
-    if (record.state !== 'queued') store.markQueued(record.id);
+    if (record.state !== 'queued') this.record('the job back in the queue', record.id, (s) => s.markQueued(record.id));
     this.enqueue(job);
     return job;
   }
@@ -292,7 +318,8 @@ export class JobService {
     this.running.add(job);
     job.state = 'running';
     job.startedAt = Date.now();
-    this.deps.store?.markRunning(job.id);
+    // Not recorded, the job still runs: only a crash loop on it would go uncounted.
+    this.record('the start', job.id, (s) => s.markRunning(job.id));
     this.announcePositions();
     const { lifecycle, inference } = this.deps;
     let retried = false;
@@ -425,7 +452,7 @@ export class JobService {
     if (!job.fail(message, reason)) return false;
     if (wasWaiting >= 0) this.waiting.splice(wasWaiting, 1);
     this.running.delete(job);
-    this.deps.store?.markEnded(job.id, reason === 'cancelled' ? 'cancelled' : 'failed', message);
+    this.record('the end', job.id, (s) => s.markEnded(job.id, reason === 'cancelled' ? 'cancelled' : 'failed', message));
     this.log.info({ jobId: job.id, reason, ...this.timings(job) }, 'job failed');
     this.events.emit('ended', { jobId: job.id, outcome: reason });
     this.activityChanged();
@@ -481,6 +508,13 @@ export class JobService {
     setTimeout(() => this.endedJobs.delete(id), 10 * 60_000).unref();
   }
 }
+
+/** What a user reads when their job could not be recorded (no paths: the log names the file). */
+const REFUSAL_FOR: Record<StorageFault, string> = {
+  full: messages.storageFull,
+  busy: messages.storageBusy,
+  unwritable: messages.storageFailed,
+};
 
 function sameUser(a: Requester, b: Requester): boolean {
   return a.platform === b.platform && a.userId === b.userId;

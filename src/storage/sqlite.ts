@@ -27,8 +27,15 @@ export function openDatabase(file: string, opts: { busyTimeoutMs?: number } = {}
   mkdirSync(dirname(file), { recursive: true });
   const db = new Database(file, { timeout: opts.busyTimeoutMs ?? 5_000 });
   keepSqliteObjects(db);
-  // exec(), not pragma(): pragma() prepares a throwaway Statement (see keepSqliteObjects).
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;');
+  try {
+    // exec(), not pragma(): pragma() prepares a throwaway Statement (see keepSqliteObjects).
+    db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;');
+  } catch (error) {
+    db.close();
+    // "file is not a database" says nothing to an operator without the file's name.
+    if (error instanceof Error) error.message = `${file}: ${error.message}`;
+    throw error;
+  }
   return db;
 }
 
@@ -51,4 +58,51 @@ export async function retryBusy<T>(action: () => T, signal?: AbortSignal, pauseM
     }
     await new Promise<void>((resolve) => setTimeout(resolve, pauseMs));
   }
+}
+
+/** Why DATA_DIR could not be written: the disk (or quota) is full, another process holds the lock, or anything else. */
+export type StorageFault = 'full' | 'busy' | 'unwritable';
+
+const FULL_CODES = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT', 'EFBIG']);
+
+export function storageFault(error: unknown): StorageFault {
+  if (isBusy(error)) return 'busy';
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && FULL_CODES.has(code) ? 'full' : 'unwritable';
+}
+
+const FAULT_TEXT: Record<StorageFault, string> = {
+  full: 'the disk is full',
+  busy: 'another process holds its write lock',
+  unwritable: 'it cannot be written',
+};
+
+/**
+ * A write to DATA_DIR that did not happen. The message names the file and the cause, for
+ * logs, /healthz and the CLI; users read a catalogue text instead (no paths in chat).
+ * `code` is the underlying one (SQLITE_BUSY, SQLITE_FULL, ENOSPC...), so isBusy() works on it.
+ */
+export class StorageError extends Error {
+  override name = 'StorageError';
+  readonly fault: StorageFault;
+  readonly code: string;
+
+  constructor(
+    readonly file: string,
+    cause: unknown,
+  ) {
+    const code = String((cause as { code?: unknown } | null)?.code ?? 'unknown');
+    const fault = storageFault(cause);
+    super(`${file}: ${FAULT_TEXT[fault]} (${code}: ${cause instanceof Error ? cause.message : String(cause)})`, { cause });
+    this.fault = fault;
+    this.code = code;
+  }
+}
+
+/**
+ * DATA_DIR cannot be used by this process (another bot holds it, its database lost its
+ * state): the bot stops with exit code 2 and this one line, like a configuration error.
+ */
+export class DataDirRefusal extends Error {
+  override name = 'DataDirRefusal';
 }

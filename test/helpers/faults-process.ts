@@ -3,7 +3,7 @@
  * from source), for test/sigterm.test.ts: its JSON log lines on stdout are read as
  * they come, and its exit is awaited with a deadline.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { recordOutput } from './secret-scan.js';
@@ -98,4 +98,21 @@ export function spawnBot(env: Record<string, string>): BotProcess {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     },
   };
+}
+
+/** Waits for a Slack HTTP-mode bot to be started; returns its events URL. */
+export async function slackEventsUrl(bot: BotProcess): Promise<string> {
+  const entry = await bot.waitForLog((e) => e.msg === 'Slack adapter listening (HTTP mode)', 30_000, 'the Slack port');
+  await bot.waitForLog((e) => e.msg === 'fairbot started', 10_000, 'that it started');
+  return `http://127.0.0.1:${String(entry.port)}/slack/events`;
+}
+
+/**
+ * Sets the bot process's RLIMIT_FSIZE (prlimit(1), no root needed for one's own processes):
+ * with a small limit, no file of the bot may grow past it, which is what a full disk does to
+ * a writer; 'unlimited' is the space coming back.
+ */
+export function limitFileSize(bot: BotProcess, bytes: number | 'unlimited'): void {
+  // The soft limit only ("N:"): raising it back needs no privilege, unlike the hard one.
+  execFileSync('prlimit', ['--pid', String(bot.child.pid), `--fsize=${bytes}:`]);
 }

@@ -17,6 +17,8 @@ import { freePort, startFairStandin, type FairOptions, type FairStandin } from '
 import type { SlackStandin } from '../standins/slack.js';
 import { FAIR_EMAIL, FAIR_PASSWORD, FAST_TIMING, fairEnv, LogCapture, tempDir } from './app.js';
 import { scanDiscord } from './discordApp.js';
+import { captionOf } from './slack.js';
+import { pngForPrompt } from '../standins/png.js';
 
 export interface ProxiedRequest {
   method: string;
@@ -172,6 +174,17 @@ export async function startProxiedDiscordRig(
 /** The last message a Slack user sees (ephemeral status or outcome), if any. */
 export function lastSlackText(slack: SlackStandin, userId: string): string | undefined {
   return slack.userView(userId).at(-1)?.text;
+}
+
+/** The images in the channel, by the prompt they were generated for. */
+export function imagesByPrompt(slack: SlackStandin, prompts: string[]): Record<string, number> {
+  const count: Record<string, number> = {};
+  for (const share of slack.channelFiles()) {
+    const prompt = prompts.find((p) => share.files[0]!.bytes.equals(pngForPrompt(p)));
+    const key = prompt ?? `unknown: ${captionOf(share).text}`;
+    count[key] = (count[key] ?? 0) + 1;
+  }
+  return count;
 }
 
 /** Every job row in DATA_DIR (read-only, beside a running bot: SQLite WAL allows it). */

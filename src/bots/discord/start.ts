@@ -10,12 +10,14 @@ import { acknowledge, NO_MENTIONS, uploadLimitFor, type DiscordReplyData } from 
  * a refusal is answered privately at once; an accepted job is deferred at once
  * (a public "thinking…" reply: for a click, a new message under the image) and
  * handed to the follower, which edits that reply as the job moves and delivers
- * its one final outcome there (or in the channel after 15 minutes).
+ * its one final outcome there (or in the channel after 15 minutes). While the database
+ * is locked by another process, the reply is deferred first and then shows the outcome of
+ * the wait (the job, or the refusal).
  */
 export async function startJob(
   interaction: ChatInputCommandInteraction | ButtonInteraction,
   ctx: CommandContext,
-  submit: (reply: Record<string, unknown>) => ImagineResult,
+  submit: (reply: Record<string, unknown>) => ImagineResult | Promise<ImagineResult>,
   log: Logger,
 ): Promise<void> {
   if (!interaction.inGuild() || !interaction.channelId) {
@@ -33,14 +35,24 @@ export async function startJob(
     guildId: interaction.guildId,
     attachmentSizeLimit: uploadLimitFor(interaction),
   };
-  // Synchronous (validation and limits only), so it costs nothing against the 3 s deadline.
-  const result = submit({ ...reply });
+  // Synchronous (validation and limits only), so it costs nothing against the 3 s deadline;
+  // a promise only while another process holds the database's lock: Discord hears first then.
+  const submitted = submit({ ...reply });
+  if (!(submitted instanceof Promise) && !submitted.ok) {
+    await interaction.reply({ content: submitted.message, flags: MessageFlags.Ephemeral, allowedMentions: NO_MENTIONS });
+    return;
+  }
+  const deferred = await acknowledge(interaction, 'public', log, ctx.report);
+  const result = await submitted;
   if (!result.ok) {
-    await interaction.reply({ content: result.message, flags: MessageFlags.Ephemeral, allowedMentions: NO_MENTIONS });
+    // Refused after the wait (the database stayed locked): the deferred reply says so.
+    if (deferred === 'lost') return;
+    await interaction
+      .editReply({ content: result.message, allowedMentions: NO_MENTIONS })
+      .catch((error: unknown) => log.warn({ ...ctx.report(error) }, 'could not show the refusal'));
     return;
   }
   const { job } = result;
-  const deferred = await acknowledge(interaction, 'public', log.child({ jobId: job.id }), ctx.report);
   if (deferred === 'lost') {
     // Discord already told the user it failed; an image nobody waits for would only surprise.
     ctx.services.jobs.cancel(job.id);

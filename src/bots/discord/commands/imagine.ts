@@ -1,4 +1,4 @@
-import { imagine } from '../../../commands/imagine.js';
+import { imagineOrWait } from '../../../commands/imagine.js';
 import { requesterOf, type DiscordCommand } from '../context.js';
 import { imagineDefinition } from '../definitions.js';
 import { startJob } from '../start.js';
@@ -14,6 +14,6 @@ export const imagineCommand: DiscordCommand = {
     const log = ctx.logger.child({ interactionId: interaction.id, command: 'imagine' });
     const requester = requesterOf(interaction);
     const prompt = interaction.options.getString('prompt') ?? '';
-    await startJob(interaction, ctx, (reply) => imagine({ requester, prompt, reply }, ctx.services), log);
+    await startJob(interaction, ctx, (reply) => imagineOrWait({ requester, prompt, reply }, ctx.services), log);
   },
 };

@@ -30,7 +30,7 @@ export function rerollAction(ctx: SlackContext) {
     }
     let result: ImagineResult;
     try {
-      result = reroll(
+      result = await reroll(
         {
           requester: { platform: 'slack', userId: f.userId, userName: f.userName, channelId: f.channelId },
           jobId,

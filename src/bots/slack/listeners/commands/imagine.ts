@@ -1,5 +1,5 @@
 import type { AllMiddlewareArgs, SlackCommandMiddlewareArgs } from '@slack/bolt';
-import { imagine } from '../../../../commands/imagine.js';
+import { imagineOrWait, type ImagineResult } from '../../../../commands/imagine.js';
 import { messages, slackMessages } from '../../../../messages.js';
 import { progressBlocks, withBlocks } from '../../blocks.js';
 import type { SlackContext } from '../../context.js';
@@ -17,9 +17,11 @@ export function imagineCommand(ctx: SlackContext) {
     const receivedAt = Date.now();
     const fields = await checkedFields(ctx, command, ack);
     if (!fields) return;
-    let result: ReturnType<typeof imagine>;
+    let result: ImagineResult;
     try {
-      result = imagine(
+      // Immediate, or up to STORAGE_BUSY_WAIT_MS while the database is locked: within the ack's 3 s.
+      // Awaited only then: the ack shows the job's first status (queued), not a later one.
+      const submitted = imagineOrWait(
         {
           requester: { platform: 'slack', userId: fields.userId, userName: fields.userName, channelId: fields.channelId },
           prompt: fields.text,
@@ -28,6 +30,7 @@ export function imagineCommand(ctx: SlackContext) {
         },
         ctx.services,
       );
+      result = submitted instanceof Promise ? await submitted : submitted;
     } catch (error) {
       ctx.log.error({ err: error, userId: fields.userId }, '/imagine failed');
       await ack({ response_type: 'ephemeral', text: escapeMrkdwn(slackMessages.internalError) });
