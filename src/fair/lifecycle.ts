@@ -872,7 +872,11 @@ export class GpuLifecycle extends EventEmitter {
         await this.write(() => this.records.update(record.id, { abandoned: true, containerId }));
         return { kind: 'pending', reason: `Fair has not run the Start of container ${containerId.slice(0, 12)} yet; it is killed as soon as Fair does` };
       }
-      await this.write(() => this.records.update(record.id, { phase: 'stopping', containerId }));
+      // Best effort: a Kill is safe to repeat, so a database that cannot be written (a full disk)
+      // must not keep the GPU running. What stays recorded is killed again and found gone.
+      await this.write(() => this.records.update(record.id, { phase: 'stopping', containerId })).catch((error: unknown) =>
+        this.log.error({ err: error }, 'could not record the stop; stopping the GPU server anyway'),
+      );
       this.log.info({ node: record.node, containerId }, 'stopping the GPU server');
       try {
         await fair.killContainer(record.node, containerId, { signal, pollMs: this.timing.programPollMs });
@@ -883,7 +887,9 @@ export class GpuLifecycle extends EventEmitter {
           return { kind: 'failed', reason };
         }
       }
-      await this.write(() => this.records.remove(record.id));
+      await this.write(() => this.records.remove(record.id)).catch((error: unknown) =>
+        this.log.error({ err: error }, 'could not record that the GPU server is gone; the next start finds it gone again'),
+      );
       return { kind: 'stopped' };
     } finally {
       clearTimeout(timer);
