@@ -326,6 +326,9 @@ export class GpuLifecycle extends EventEmitter {
     }
 
     const node = await this.retrying(() => this.pickNode(), signal);
+    if (!config.inferenceUrl && !node.hostAddress) {
+      throw new StartupError('failed', messages.startupFailed(`Fair lists no host address for node ${node.nodeId}`));
+    }
     const endpoint = config.inferenceUrl ?? `http://${node.hostAddress}:${config.fairPorts.host}`;
     const spec = {
       image: config.fairImage,
