@@ -133,6 +133,9 @@ async function deliver(job: Job, final: FinalEvent, reply: WebhookReply, deps: F
   const userId = job.requester.userId;
   const channelId = data.channelId ?? job.requester.channelId;
   const mention = userMention(userId);
+  // Who asked, as a mention by id in every caption: a display name is the user's own text
+  // (markup, masked links, fake pings), and allowed_mentions keeps the mention from pinging twice.
+  const askedBy = { ...job.requester, userName: mention };
 
   const toChannel = async (content: string, file?: Parameters<typeof postToChannel>[2]['file'], components?: ReturnType<typeof rerollRow>) => {
     if (!channelId) throw new Error('no channel to post in');
@@ -186,8 +189,7 @@ async function deliver(job: Job, final: FinalEvent, reply: WebhookReply, deps: F
 
   if (reply.tokenAlive()) {
     try {
-      // The mention shows who asked; allowed_mentions keeps it from pinging anyone.
-      await reply.editFinal(caption(job.prompt, { ...job.requester, userName: mention }), file, rerollRow(job.id));
+      await reply.editFinal(caption(job.prompt, askedBy), file, rerollRow(job.id));
       jobs.delivered(job.id);
       return;
     } catch (error) {
@@ -205,7 +207,7 @@ async function deliver(job: Job, final: FinalEvent, reply: WebhookReply, deps: F
 
   try {
     await toChannel(
-      caption(job.prompt, job.requester, (c) => discordMessages.lateImage(mention, c)),
+      caption(job.prompt, askedBy, (c) => discordMessages.lateImage(mention, c)),
       file,
       rerollRow(job.id),
     );
