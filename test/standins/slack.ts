@@ -276,6 +276,8 @@ export interface SlackStandin {
   /** Resolves with pred's first truthy value, re-checked on every recorded change (and every 25 ms). */
   waitFor<T>(pred: () => T | undefined | null | false, timeoutMs?: number, what?: string): Promise<T>;
   setFault(method: string, fault: SlackFault | undefined): void;
+  /** Answers every request a `hang` fault holds with this HTTP status (a stalled upload that finally fails). */
+  releaseHanging(status: number): void;
   close(): Promise<void>;
 }
 
@@ -620,6 +622,9 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     res.end(isText ? body : JSON.stringify(body));
   }
 
+  /** Requests held by a `hang` fault, until releaseHanging() or close(). */
+  const hanging = new Set<{ res: ServerResponse; record: (status: number, response: unknown) => void }>();
+
   /** Applies a fault: returns true when the response was sent. */
   function applyFault(method: string, res: ServerResponse, record: (status: number, response: unknown) => void): boolean {
     const fault = takeFault(method);
@@ -634,6 +639,7 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
       send(res, 429, body, { 'retry-after': String(fault.ratelimited) });
     } else if ('hang' in fault) {
       record(0, 'hanging');
+      hanging.add({ res, record });
     } else {
       record(fault.status, fault.body ?? '');
       send(res, fault.status, fault.body ?? '');
@@ -1214,6 +1220,14 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     calls,
     uploads,
     fileShares,
+    releaseHanging(status) {
+      for (const held of hanging) {
+        held.record(status, 'released');
+        if (!held.res.destroyed) send(held.res, status, 'released');
+      }
+      hanging.clear();
+      changed();
+    },
     releaseFiles() {
       const none = Buffer.alloc(0);
       for (const id of uploads.keys()) uploads.set(id, none);
