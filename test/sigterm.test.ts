@@ -12,7 +12,7 @@ import { messages, slackMessages } from '../src/messages.js';
 import { escapeMrkdwn } from '../src/bots/slack/text.js';
 import { fairEnv, FAIR_EMAIL, FAIR_PASSWORD, tempDir } from './helpers/app.js';
 import { lastSlackText, recordedJobs } from './helpers/faults.js';
-import { spawnBot, type BotProcess } from './helpers/faults-process.js';
+import { slackEventsUrl, spawnBot } from './helpers/faults-process.js';
 import { captionOf } from './helpers/slack.js';
 import { freePort, startFairStandin } from './standins/fair.js';
 import { pngForPrompt } from './standins/png.js';
@@ -25,12 +25,6 @@ afterEach(async () => {
 
 /** docker stop's SIGKILL comes 10 s after SIGTERM. */
 const DOCKER_STOP_GRACE_MS = 10_000;
-
-async function listening(bot: BotProcess): Promise<string> {
-  const entry = await bot.waitForLog((e) => e.msg === 'Slack adapter listening (HTTP mode)', 30_000, 'the Slack port');
-  await bot.waitForLog((e) => e.msg === 'fairbot started', 10_000, 'that it started');
-  return `http://127.0.0.1:${String(entry.port)}/slack/events`;
-}
 
 /** The images in the channel, by the prompt they were generated for. */
 function imagesByPrompt(slack: SlackStandin, prompts: string[]): Record<string, number> {
@@ -64,7 +58,7 @@ describe('SIGTERM (docker stop) with a job on the GPU and one queued', () => {
     // --- first run: one job generating, one waiting ---------------------------------
     const first = spawnBot(env);
     cleanups.push(() => first.kill());
-    const firstUrl = await listening(first);
+    const firstUrl = await slackEventsUrl(first);
     const a = await slack.sendSlashCommand(firstUrl, { command: '/imagine', text: running, user_id: 'U0RUN' });
     expect(a.status).toBe(200);
     const diffusion = await fair.waitForDiffusion(15_000);
@@ -89,7 +83,7 @@ describe('SIGTERM (docker stop) with a job on the GPU and one queued', () => {
     // --- second run on the same DATA_DIR ----------------------------------------------
     const second = spawnBot(env);
     cleanups.push(() => second.kill());
-    await listening(second);
+    await slackEventsUrl(second);
     await slack.waitFor(() => imagesByPrompt(slack, [running, queued])[queued] === 1, 20_000, 'the queued job\'s image');
     await second.waitForLog((e) => e.msg === 'job delivered', 10_000, 'the delivery');
     await slack.waitFor(() => lastSlackText(slack, 'U0WAIT') === messages.progress({ type: 'done', image: { bytes: Buffer.alloc(0), mime: 'image/png', extension: 'png' }, generationMs: 0 }), 10_000, 'the done status');

@@ -28,7 +28,10 @@ export interface JobServiceDeps {
   heldImageBytesMax?: number;
 }
 
-/** A job that crashed the bot this often is not tried again. */
+/**
+ * A job whose generation was under way when the bot crashed this often is not tried again
+ * (a crash loop guard). A clean shutdown (SIGTERM) does not count: the job was suspended.
+ */
 const MAX_ATTEMPTS = 3;
 
 /**
@@ -235,7 +238,7 @@ export class JobService {
       if (store) {
         this.running.delete(job);
         job.abort.abort();
-        store.markQueued(job.id);
+        store.markSuspended(job.id);
       } else {
         this.finishFailed(job, messages.stoppedForShutdown, 'shutdown');
       }

@@ -99,3 +99,10 @@ export function spawnBot(env: Record<string, string>): BotProcess {
     },
   };
 }
+
+/** Waits until a bot in Slack HTTP mode has started; returns its events URL. */
+export async function slackEventsUrl(bot: BotProcess): Promise<string> {
+  const entry = await bot.waitForLog((e) => e.msg === 'Slack adapter listening (HTTP mode)', 30_000, 'the Slack port');
+  await bot.waitForLog((e) => e.msg === 'fairbot started', 10_000, 'that it started');
+  return `http://127.0.0.1:${String(entry.port)}/slack/events`;
+}
