@@ -228,7 +228,11 @@ export class JobService {
       if (store) this.waiting.splice(this.waiting.indexOf(job), 1);
       else this.finishFailed(job, messages.stoppedForShutdown, 'shutdown');
     }
-    const inFlight = [...this.running, ...this.delivering].map((j) => (j.state === 'generated' ? j.handedOver : j.outcome));
+    // A generation that ends within the grace is posted within it too: its user gets the image
+    // and a status that says so, not a status that stays "Generating" after the restart.
+    const inFlight = [...this.running, ...this.delivering].map((j) =>
+      j.state === 'generated' ? j.handedOver : j.outcome.then((final) => (final.type === 'done' ? j.handedOver : undefined)),
+    );
     if (inFlight.length > 0 && graceMs > 0) {
       await Promise.race([Promise.allSettled(inFlight), new Promise((r) => setTimeout(r, graceMs).unref())]);
     }

@@ -276,6 +276,8 @@ export interface SlackStandin {
   /** Resolves with pred's first truthy value, re-checked on every recorded change (and every 25 ms). */
   waitFor<T>(pred: () => T | undefined | null | false, timeoutMs?: number, what?: string): Promise<T>;
   setFault(method: string, fault: SlackFault | undefined): void;
+  /** Answers every call of a Web API method this many ms late (a slow Slack); undefined: at once again. */
+  setDelay(method: string, delayMs: number | undefined): void;
   /** Answers every request a `hang` fault holds with this HTTP status (a stalled upload that finally fails). */
   releaseHanging(status: number): void;
   close(): Promise<void>;
@@ -622,6 +624,9 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     res.end(isText ? body : JSON.stringify(body));
   }
 
+  /** Web API methods answered this many ms late (set by setDelay). */
+  const delays = new Map<string, number>();
+
   /** Requests held by a `hang` fault, until releaseHanging() or close(). */
   const hanging = new Set<{ res: ServerResponse; record: (status: number, response: unknown) => void }>();
 
@@ -711,6 +716,8 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     } else if (token !== botToken) {
       return reply({ ok: false, error: 'invalid_auth' });
     }
+    const delayMs = delays.get(method);
+    if (delayMs) await new Promise((resolve) => setTimeout(resolve, delayMs));
     if (applyFault(method, res, record)) return;
 
     const str = (k: string) => (typeof params[k] === 'string' ? (params[k] as string) : undefined);
@@ -1220,6 +1227,10 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     calls,
     uploads,
     fileShares,
+    setDelay(method, delayMs) {
+      if (delayMs === undefined) delays.delete(method);
+      else delays.set(method, delayMs);
+    },
     releaseHanging(status) {
       for (const held of hanging) {
         held.record(status, 'released');
