@@ -43,6 +43,7 @@ export async function startJob(
   const deferred = await acknowledge(interaction, 'public', log.child({ jobId: job.id }), ctx.report);
   if (deferred === 'lost') {
     // Discord already told the user it failed; an image nobody waits for would only surprise.
+    // (A restart that finds a job never acknowledged does the same: Followers.recover.)
     ctx.services.jobs.cancel(job.id);
     return;
   }
