@@ -7,13 +7,10 @@ import { describe, expect, it } from 'vitest';
 import { escapeMrkdwn } from '../src/bots/slack/text.js';
 import { messages } from '../src/messages.js';
 import { cleanupAfterEach } from './helpers/cleanup.js';
-import { fairEnv, FAIR_EMAIL, FAIR_PASSWORD, tempDir } from './helpers/app.js';
 import { lastSlackText, recordedJobs } from './helpers/faults.js';
-import { slackEventsUrl, spawnBot } from './helpers/faults-process.js';
+import { slackEventsUrl, slackProcessRig, spawnBot } from './helpers/faults-process.js';
 import { startSlackRig } from './helpers/slack.js';
-import { freePort, startFairStandin } from './standins/fair.js';
 import { pngForPrompt } from './standins/png.js';
-import { startSlackStandin } from './standins/slack.js';
 
 const cleanup = cleanupAfterEach();
 
@@ -33,20 +30,8 @@ describe('attempts of a job across restarts', () => {
   }, 60_000);
 
   it('a job that was generating when the bot crashed (kill -9) three times is dropped, with a message, after exactly three', async () => {
-    const slack = await startSlackStandin();
-    cleanup.defer(() => slack.close());
     // The generation never ends on its own: every run of the bot crashes in the middle of it.
-    const fair = await startFairStandin({ email: FAIR_EMAIL, password: FAIR_PASSWORD, coldStartMs: 50, diffusion: { generationMs: 120_000 } });
-    cleanup.defer(() => fair.close());
-    const dir = tempDir('fairbot-attempts-');
-    cleanup.defer(() => dir.remove());
-    const env = fairEnv(fair, await freePort(), dir.path, {
-      SLACK_BOT_TOKEN: slack.botToken,
-      SLACK_SIGNING_SECRET: slack.signingSecret,
-      SLACK_API_URL: slack.apiUrl,
-      SLACK_PORT: '0',
-      LOG_LEVEL: 'info',
-    });
+    const { slack, fair, dataDir, env } = await slackProcessRig(cleanup.defer, { coldStartMs: 50, diffusion: { generationMs: 120_000 } });
     const prompt = 'a prompt that crashes the bot';
 
     for (const crash of [1, 2, 3]) {
@@ -69,7 +54,7 @@ describe('attempts of a job across restarts', () => {
     await last.waitForLog((e) => e.msg === 'job dropped after repeated attempts', 5_000, 'the drop');
     const diffusion = await fair.waitForDiffusion(1_000);
     expect(diffusion.infers.map((i) => i.prompt)).toEqual([prompt, prompt, prompt]);
-    expect(recordedJobs(dir.path).map((j) => j.state)).toEqual(['failed']);
+    expect(recordedJobs(dataDir).map((j) => j.state)).toEqual(['failed']);
     last.child.kill('SIGTERM');
     expect(await last.exit(10_000)).toEqual({ code: 0, signal: null });
   }, 120_000);

@@ -6,31 +6,16 @@
 import { describe, expect, it } from 'vitest';
 import { ACTIONS } from '../src/bots/slack/blocks.js';
 import { cleanupAfterEach } from './helpers/cleanup.js';
-import { fairEnv, FAIR_EMAIL, FAIR_PASSWORD, tempDir } from './helpers/app.js';
 import { recordedJobs } from './helpers/faults.js';
-import { slackEventsUrl, spawnBot } from './helpers/faults-process.js';
+import { slackEventsUrl, slackProcessRig, spawnBot } from './helpers/faults-process.js';
 import { DONE_TEXT } from './helpers/slack.js';
-import { freePort, startFairStandin } from './standins/fair.js';
 import { pngForPrompt } from './standins/png.js';
-import { startSlackStandin } from './standins/slack.js';
 
 const cleanup = cleanupAfterEach();
 
 describe('SIGTERM while a Slack job generates', () => {
   it('the image posted in the grace ends its status as Done, without a Cancel button, before the process exits', async () => {
-    const slack = await startSlackStandin();
-    cleanup.defer(() => slack.close());
-    const fair = await startFairStandin({ email: FAIR_EMAIL, password: FAIR_PASSWORD, coldStartMs: 50, diffusion: { generationMs: 4_000 } });
-    cleanup.defer(() => fair.close());
-    const dir = tempDir('fairbot-sigterm-status-');
-    cleanup.defer(() => dir.remove());
-    const env = fairEnv(fair, await freePort(), dir.path, {
-      SLACK_BOT_TOKEN: slack.botToken,
-      SLACK_SIGNING_SECRET: slack.signingSecret,
-      SLACK_API_URL: slack.apiUrl,
-      SLACK_PORT: '0',
-      LOG_LEVEL: 'info',
-    });
+    const { slack, fair, dataDir, env } = await slackProcessRig(cleanup.defer, { coldStartMs: 50, diffusion: { generationMs: 4_000 } });
     const bot = spawnBot(env);
     cleanup.defer(() => bot.kill());
     const url = await slackEventsUrl(bot);
@@ -48,7 +33,7 @@ describe('SIGTERM while a Slack job generates', () => {
 
     expect(slack.channelFiles()).toHaveLength(1);
     expect(slack.channelFiles()[0]!.files[0]!.bytes.equals(pngForPrompt(prompt))).toBe(true);
-    expect(recordedJobs(dir.path).map((j) => j.state)).toEqual(['delivered']);
+    expect(recordedJobs(dataDir).map((j) => j.state)).toEqual(['delivered']);
     const status = slack.userView('U0GRACE');
     expect(status).toHaveLength(1);
     expect(status[0]!.text).toBe(DONE_TEXT);
