@@ -21,6 +21,8 @@ export interface ServiceOptions {
   timing?: Partial<LifecycleTiming> & { warmingTickMs?: number };
   /** Record jobs in DATA_DIR so a restart resumes them (the bot); the CLI runs in memory. */
   durable?: boolean;
+  /** Memory for images waiting for upload (default HELD_IMAGE_BYTES_MAX; tests use a small one). */
+  heldImageBytesMax?: number;
 }
 
 /** Builds the platform-neutral services from a parsed config. The CLI and the bots share it. */
@@ -39,7 +41,15 @@ export function createServices(config: Config, options: ServiceOptions = {}): Se
     timing: options.timing,
   });
   const store = options.durable ? new JobStore(config.dataDir) : undefined;
-  const jobs = new JobService({ config, logger, lifecycle, inference, store, warmingTickMs: options.timing?.warmingTickMs });
+  const jobs = new JobService({
+    config,
+    logger,
+    lifecycle,
+    inference,
+    store,
+    warmingTickMs: options.timing?.warmingTickMs,
+    heldImageBytesMax: options.heldImageBytesMax,
+  });
   const uploads = new PQueue({ concurrency: UPLOADS_AT_ONCE });
   return { config, logger, lifecycle, jobs, inference, metrics: new Metrics(lifecycle, jobs), uploads };
 }

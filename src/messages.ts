@@ -44,7 +44,7 @@ export const messages = {
   promptTooLong: (length: number, max: number) =>
     `Your prompt is ${length} characters long; the limit is ${max}. Shorten it and try again.`,
   userLimit: (max: number) =>
-    `You already have ${max} job${max === 1 ? '' : 's'} waiting or running (USER_MAX_PENDING is ${max}). Wait for one to finish, then try again.`,
+    `You already have ${max} job${max === 1 ? '' : 's'} waiting, running or not yet posted (USER_MAX_PENDING is ${max}). Wait for one to finish, then try again.`,
   queueFull: (max: number) =>
     `The queue is full: ${max} jobs are waiting (QUEUE_MAX is ${max}). Try again in a few minutes.`,
   storageFailed: 'The bot could not record your job (its DATA_DIR is not writable). Tell an admin; try again later.',

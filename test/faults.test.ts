@@ -217,7 +217,7 @@ describe('Discord rate-limits the delivery (429 with retry_after): delivered lat
     r.discord.ageInteraction(id, 15 * 60_000);
     const post = await r.discord.waitFor(() => r.discord.channelPosts().find((m) => m.attachments.length > 0), 20_000, 'the image in the channel');
     expect(post.attachments[0]!.bytes.equals(pngForPrompt(prompt))).toBe(true);
-    expect(post.content).toBe(discordMessages.lateImage(`<@${alice.userId}>`, `"${prompt}" (asked by ${alice.userName})`));
+    expect(post.content).toBe(discordMessages.lateImage(`<@${alice.userId}>`, `"${prompt}" (asked by <@${alice.userId}>)`));
     expect(post.mentions).toEqual({ users: [alice.userId], roles: [], everyone: false });
     const posts = r.proxy.requests.filter((q) => q.method === 'POST' && /\/channels\/\d+\/messages$/.test(q.path));
     await eventually(() => posts.every((q) => q.status !== 0), 5_000, 'the proxy to see every answer');

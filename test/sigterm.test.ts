@@ -10,12 +10,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { messages, slackMessages } from '../src/messages.js';
 import { escapeMrkdwn } from '../src/bots/slack/text.js';
-import { fairEnv, FAIR_EMAIL, FAIR_PASSWORD, tempDir } from './helpers/app.js';
 import { imagesByPrompt, lastSlackText, recordedJobs } from './helpers/faults.js';
-import { slackEventsUrl, spawnBot } from './helpers/faults-process.js';
-import { freePort, startFairStandin } from './standins/fair.js';
+import { slackEventsUrl, slackProcessRig, spawnBot } from './helpers/faults-process.js';
 import { pngForPrompt } from './standins/png.js';
-import { startSlackStandin } from './standins/slack.js';
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterEach(async () => {
@@ -27,18 +24,9 @@ const DOCKER_STOP_GRACE_MS = 10_000;
 
 describe('SIGTERM (docker stop) with a job on the GPU and one queued', () => {
   it('finishes the running job, records the queued one, exits 0; the next start runs it and posts it once', async () => {
-    const slack = await startSlackStandin();
-    cleanups.push(() => slack.close());
-    const fair = await startFairStandin({ email: FAIR_EMAIL, password: FAIR_PASSWORD, coldStartMs: 50, diffusion: { generationMs: 2_500 } });
-    cleanups.push(() => fair.close());
-    const dir = tempDir('fairbot-sigterm-');
-    cleanups.push(() => dir.remove());
-    const env = fairEnv(fair, await freePort(), dir.path, {
-      SLACK_BOT_TOKEN: slack.botToken,
-      SLACK_SIGNING_SECRET: slack.signingSecret,
-      SLACK_API_URL: slack.apiUrl,
-      SLACK_PORT: '0',
-      LOG_LEVEL: 'info',
+    const { slack, fair, dataDir, env } = await slackProcessRig((fn) => cleanups.push(fn), {
+      coldStartMs: 50,
+      diffusion: { generationMs: 2_500 },
     });
     const running = 'the job on the GPU at SIGTERM';
     const queued = 'the job waiting behind it';
@@ -61,7 +49,7 @@ describe('SIGTERM (docker stop) with a job on the GPU and one queued', () => {
     // not failed, and its user was told it is kept.
     expect(imagesByPrompt(slack, [running, queued])).toEqual({ [running]: 1 });
     expect(slack.channelFiles()[0]!.files[0]!.bytes.equals(pngForPrompt(running))).toBe(true);
-    expect(recordedJobs(dir.path).map((j) => [j.prompt, j.state])).toEqual([
+    expect(recordedJobs(dataDir).map((j) => [j.prompt, j.state])).toEqual([
       [running, 'delivered'],
       [queued, 'queued'],
     ]);
@@ -84,7 +72,7 @@ describe('SIGTERM (docker stop) with a job on the GPU and one queued', () => {
     expect(slack.channelFiles().find((s) => s.files[0]!.bytes.equals(pngForPrompt(queued)))).toBeDefined();
     expect(diffusion.infers.map((i) => i.prompt)).toEqual([running, queued]);
     expect(fair.startPrograms()).toBe(1);
-    expect(recordedJobs(dir.path).map((j) => [j.prompt, j.state])).toEqual([
+    expect(recordedJobs(dataDir).map((j) => [j.prompt, j.state])).toEqual([
       [running, 'delivered'],
       [queued, 'delivered'],
     ]);

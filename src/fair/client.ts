@@ -1,5 +1,6 @@
 import { request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
+import { hostForUrl } from './address.js';
 import { fairId, parseFairJson } from './json.js';
 import { isProgramStatus, killProgram, startServerProgram, type ContainerSpec, type FairCommand, type ProgramStatus } from './programs.js';
 
@@ -21,7 +22,7 @@ export class FairApiError extends Error {
 
 export interface FairNode {
   nodeId: string;
-  /** Absent when Fair lists none: usable only where INFERENCE_URL names the server. */
+  /** As a URL's host (src/fair/address.ts); absent when Fair lists none (fine with INFERENCE_URL). */
   hostAddress?: string;
 }
 
@@ -83,7 +84,12 @@ export class FairClient {
       const node = n as { node_id?: unknown; host_address?: unknown } | null;
       const nodeId = fairId(node?.node_id);
       if (!nodeId) return [];
-      return [typeof node?.host_address === 'string' && node.host_address ? { nodeId, hostAddress: node.host_address } : { nodeId }];
+      if (node?.host_address === undefined || node.host_address === null) return [{ nodeId }];
+      // It goes into the diffusion server's URL: a path or query there would redirect every probe and prompt.
+      const hostAddress = typeof node.host_address === 'string' ? hostForUrl(node.host_address) : undefined;
+      if (hostAddress) return [{ nodeId, hostAddress }];
+      this.options.logger.warn({ nodeId, hostAddress: String(node.host_address).slice(0, 200) }, 'Fair lists a node whose host_address is not a host; node ignored');
+      return [];
     });
   }
 

@@ -490,7 +490,7 @@ export class GpuLifecycle extends EventEmitter {
     const { config, inference } = this.deps;
     const fair = this.deps.fair!;
     const node = await this.retrying(() => this.pickNode(signal), signal);
-    const endpoint = config.inferenceUrl ?? (node.hostAddress ? `http://${urlHost(node.hostAddress)}:${config.fairPorts.host}` : undefined);
+    const endpoint = config.inferenceUrl ?? (node.hostAddress ? `http://${node.hostAddress}:${config.fairPorts.host}` : undefined);
     if (!endpoint) {
       throw new StartupError(
         'failed',
@@ -1198,11 +1198,6 @@ function errText(err: unknown): string {
   } catch {
     return String(err);
   }
-}
-
-/** An IPv6 address goes in brackets in a URL. */
-function urlHost(address: string): string {
-  return address.includes(':') && !address.startsWith('[') ? `[${address}]` : address;
 }
 
 /** Resolves when `signal` aborts. */

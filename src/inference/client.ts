@@ -52,7 +52,9 @@ export class InferenceClient {
 
   /**
    * `GET /healthcheck`: 200 ready, 503 loading, 404 an older server (then `GET /`).
-   * Refused, reset or no answer in time: down ("not yet" during a start).
+   * Refused, reset or no answer in time: down ("not yet" during a start). A server that
+   * answers `GET /` but is no diffusion server (its API lists no `POST /infer`) is down
+   * too: it is never adopted, so no prompt goes to it.
    */
   async probe(baseUrl: string): Promise<Readiness> {
     return (await this.probeDetail(baseUrl)).readiness;
@@ -66,11 +68,37 @@ export class InferenceClient {
       if (health === 200) return { readiness: 'ready', refused: false };
       // 404: an older server without /healthcheck, whose `GET /` answers once it is up.
       if (health === 404) {
-        return { readiness: (await this.get(`${baseUrl}/`, timeout)) === 200 ? 'ready' : 'loading', refused: false };
+        if ((await this.get(`${baseUrl}/`, timeout)) !== 200) return { readiness: 'loading', refused: false };
+        return { readiness: (await this.servesInfer(baseUrl, timeout)) ? 'ready' : 'down', refused: false };
       }
       return { readiness: 'loading', refused: false };
     } catch (error) {
       return { readiness: 'down', refused: errorCode(error) === 'ECONNREFUSED' };
+    }
+  }
+
+  /**
+   * Whether the server speaks the diffusion protocol: OctoAI servers are FastAPI apps, whose
+   * `GET /openapi.json` lists their routes; a diffusion server's has `POST /infer`. Any web
+   * server answers `GET /` 200, so that alone does not make one a diffusion server.
+   */
+  private async servesInfer(baseUrl: string, timeoutMs: number): Promise<boolean> {
+    const res = await request(`${baseUrl}/openapi.json`, {
+      method: 'GET',
+      dispatcher: this.agent,
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    if (res.statusCode !== 200) {
+      await res.body.dump();
+      return false;
+    }
+    try {
+      const schema = JSON.parse(await readLimited(res, OPENAPI_MAX_BYTES)) as { paths?: Record<string, { post?: unknown } | undefined> };
+      return typeof schema?.paths?.['/infer']?.post === 'object';
+    } catch {
+      return false;
     }
   }
 
@@ -163,6 +191,9 @@ export class InferenceClient {
     await Promise.all([this.agent.close(), this.inferAgent.close()]).catch(() => undefined);
   }
 }
+
+/** An OctoAI server's API description is a few KB; anything past this is not one. */
+const OPENAPI_MAX_BYTES = 1024 * 1024;
 
 /** The base64 of the largest image we take, plus room for the JSON around it. */
 const MAX_ANSWER_BYTES = Math.ceil((MAX_IMAGE_BYTES * 4) / 3) + 64 * 1024;

@@ -25,10 +25,22 @@ export interface JobServiceDeps {
   store?: JobStore;
   /** How often a job waiting on a cold start hears how long it has been. */
   warmingTickMs?: number;
+  /** Bytes of generated images held in memory until posted; past it, no new generation starts. */
+  heldImageBytesMax?: number;
 }
 
-/** A job that crashed the bot this often is not tried again. */
+/**
+ * A job whose generation was under way when the bot crashed this often is not tried again
+ * (a crash loop guard). A clean shutdown (SIGTERM) does not count: the job was suspended.
+ */
 const MAX_ATTEMPTS = 3;
+
+/**
+ * Images generated but not yet posted stay in memory (the adapters upload from there). A
+ * platform whose uploads stall must not let them pile up: past this many bytes, the next
+ * generation waits until an upload ends (a few dozen images of a few MB each).
+ */
+export const HELD_IMAGE_BYTES_MAX = 128 * 1024 * 1024;
 
 /**
  * The job queue: limits at the door, FIFO through QUEUE_CONCURRENCY GPU slots,
@@ -47,6 +59,11 @@ export class JobService {
   private readonly running = new Set<Job>();
   /** Generated, not yet delivered: shutdown gives their uploads a moment. */
   private readonly delivering = new Set<Job>();
+  /** Image bytes in memory per generated job until it ends, against heldImageBytesMax. */
+  private readonly heldImages = new Map<Job, number>();
+  private heldImageBytes = 0;
+  /** Generations waiting for held images to go (see heldImageBytesMax). */
+  private readonly roomWaiters = new Set<() => void>();
   /** Image files being written to DATA_DIR (shutdown lets them finish before the store closes). */
   private readonly keeping = new Set<Promise<void>>();
   private readonly jobs = new Map<string, Job>();
@@ -81,7 +98,8 @@ export class JobService {
   submit(requester: Requester, prompt: string, reply: Record<string, unknown> = {}): Job {
     const { config, store } = this.deps;
     if (this.closed) throw new JobRefusal(messages.shuttingDown);
-    const pending = [...this.waiting, ...this.running].filter((j) => sameUser(j.requester, requester)).length;
+    // Images generated but not yet posted count too: with uploads stalled they would pile up.
+    const pending = [...this.waiting, ...this.running, ...this.delivering].filter((j) => sameUser(j.requester, requester)).length;
     if (pending >= config.userMaxPending) throw new JobRefusal(messages.userLimit(config.userMaxPending));
     if (this.waiting.length >= config.queueMax) throw new JobRefusal(messages.queueFull(config.queueMax));
 
@@ -215,12 +233,17 @@ export class JobService {
   async shutdown(graceMs: number): Promise<void> {
     this.closed = true;
     this.queue.clear();
+    for (const wake of [...this.roomWaiters]) wake();
     const store = this.deps.store;
     for (const job of [...this.waiting]) {
       if (store) this.waiting.splice(this.waiting.indexOf(job), 1);
       else this.finishFailed(job, messages.stoppedForShutdown, 'shutdown');
     }
-    const inFlight = [...this.running, ...this.delivering].map((j) => (j.state === 'generated' ? j.handedOver : j.outcome));
+    // A generation that ends within the grace is posted within it too: its user gets the image
+    // and a status that says so, not a status that stays "Generating" after the restart.
+    const inFlight = [...this.running, ...this.delivering].map((j) =>
+      j.state === 'generated' ? j.handedOver : j.outcome.then((final) => (final.type === 'done' ? j.handedOver : undefined)),
+    );
     if (inFlight.length > 0 && graceMs > 0) {
       await Promise.race([Promise.allSettled(inFlight), new Promise((r) => setTimeout(r, graceMs).unref())]);
     }
@@ -230,7 +253,7 @@ export class JobService {
       if (store) {
         this.running.delete(job);
         job.abort.abort();
-        this.record('the job back in the queue', job.id, (s) => s.markQueued(job.id));
+        this.record('the job back in the queue', job.id, (s) => s.markSuspended(job.id));
       } else {
         this.finishFailed(job, messages.stoppedForShutdown, 'shutdown');
       }
@@ -287,6 +310,7 @@ export class JobService {
         job.state = 'generated';
         job.generatedAt = Date.now();
         this.delivering.add(job);
+        this.holdImage(job, bytes.length);
         job.emit({ type: 'done', image: { bytes, ...kind }, generationMs: 0 });
         return job;
       }
@@ -314,6 +338,10 @@ export class JobService {
 
   private async run(job: Job): Promise<void> {
     if (job.ended || this.closed) return;
+    if (this.imageBudgetFull()) {
+      await this.roomForImage();
+      if (job.ended || this.closed) return;
+    }
     this.waiting.splice(this.waiting.indexOf(job), 1);
     this.running.add(job);
     job.state = 'running';
@@ -401,6 +429,7 @@ export class JobService {
   private complete(job: Job, image: GeneratedImage, generationMs: number): void {
     if (job.ended) return; // cancelled in between
     this.log.info({ jobId: job.id, generationMs, bytes: image.bytes.length }, 'image generated');
+    this.holdImage(job, image.bytes.length);
     // Delivery starts now; the image file is written alongside it, off the event loop.
     const keeping = this.keepImage(job, image);
     this.keeping.add(keeping);
@@ -428,6 +457,37 @@ export class JobService {
     } catch (error) {
       // The image is in memory and on its way; only a crash before delivery would cost a regeneration.
       this.log.error({ jobId: job.id, err: error }, 'could not keep the image in DATA_DIR');
+    }
+  }
+
+  private holdImage(job: Job, bytes: number): void {
+    this.heldImages.set(job, bytes);
+    this.heldImageBytes += bytes;
+  }
+
+  private releaseImage(job: Job): void {
+    const bytes = this.heldImages.get(job);
+    if (bytes === undefined) return;
+    this.heldImages.delete(job);
+    this.heldImageBytes -= bytes;
+    for (const wake of [...this.roomWaiters]) wake();
+  }
+
+  private imageBudgetFull(): boolean {
+    return this.heldImageBytes >= (this.deps.heldImageBytesMax ?? HELD_IMAGE_BYTES_MAX);
+  }
+
+  /** Resolves once the images waiting for upload leave room for one more (or at shutdown). */
+  private async roomForImage(): Promise<void> {
+    this.log.warn({ heldImageBytes: this.heldImageBytes, images: this.heldImages.size }, 'generation held: images waiting for upload fill the memory budget');
+    while (this.imageBudgetFull() && !this.closed) {
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.roomWaiters.delete(wake);
+          resolve();
+        };
+        this.roomWaiters.add(wake);
+      });
     }
   }
 
@@ -502,6 +562,7 @@ export class JobService {
    */
   private forget(job: Job): void {
     this.delivering.delete(job);
+    this.releaseImage(job);
     const id = job.id; // the timer's closure must not hold the job (and its image) for 10 minutes
     this.jobs.delete(id);
     this.endedJobs.set(id, { prompt: job.prompt, requester: job.requester, state: job.state });

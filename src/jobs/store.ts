@@ -121,6 +121,9 @@ export class JobStore {
          VALUES (@id, @platform, @user_id, @user_name, @channel_id, @prompt, @reply, 'queued', 0, @now, @now)`,
       ),
       setState: this.db.prepare(`UPDATE jobs SET state = @state, error = @error, updated_at = @now WHERE id = @id`),
+      suspend: this.db.prepare(
+        `UPDATE jobs SET state = 'queued', error = NULL, attempts = MAX(attempts - 1, 0), updated_at = @now WHERE id = @id AND state = 'running'`,
+      ),
       start: this.db.prepare(`UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = @now WHERE id = @id`),
       generated: this.db.prepare(
         `UPDATE jobs SET state = 'generated', image_file = @file, image_mime = @mime, updated_at = @now WHERE id = @id AND state = 'running'`,
@@ -255,6 +258,14 @@ export class JobStore {
   /** Back to the queue: the job did not finish before a shutdown. */
   markQueued(id: string): void {
     this.write(() => this.stmts.setState.run({ id, state: 'queued', error: null, now: Date.now() }));
+  }
+
+  /**
+   * Back to the queue after a clean shutdown stopped its generation: that attempt is not
+   * counted (only attempts that ended in a crash count toward dropping the job).
+   */
+  markSuspended(id: string): void {
+    this.stmts.suspend.run({ id, now: Date.now() });
   }
 
   /**

@@ -6,6 +6,9 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
+import { freePort, startFairStandin, type FairOptions, type FairStandin } from '../standins/fair.js';
+import { startSlackStandin, type SlackStandin } from '../standins/slack.js';
+import { fairEnv, FAIR_EMAIL, FAIR_PASSWORD, tempDir } from './app.js';
 import { recordOutput } from './secret-scan.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -100,7 +103,7 @@ export function spawnBot(env: Record<string, string>): BotProcess {
   };
 }
 
-/** Waits for a Slack HTTP-mode bot to be started; returns its events URL. */
+/** Waits until a bot in Slack HTTP mode has started; returns its events URL. */
 export async function slackEventsUrl(bot: BotProcess): Promise<string> {
   const entry = await bot.waitForLog((e) => e.msg === 'Slack adapter listening (HTTP mode)', 30_000, 'the Slack port');
   await bot.waitForLog((e) => e.msg === 'fairbot started', 10_000, 'that it started');
@@ -115,4 +118,28 @@ export async function slackEventsUrl(bot: BotProcess): Promise<string> {
 export function limitFileSize(bot: BotProcess, bytes: number | 'unlimited'): void {
   // The soft limit only ("N:"): raising it back needs no privilege, unlike the hard one.
   execFileSync('prlimit', ['--pid', String(bot.child.pid), `--fsize=${bytes}:`]);
+}
+
+/**
+ * The Slack and Fair stand-ins and a DATA_DIR for bot processes in Slack HTTP mode; `defer`
+ * gets what closes them. `env` is what spawnBot takes.
+ */
+export async function slackProcessRig(
+  defer: (fn: () => unknown) => void,
+  fairOptions: FairOptions,
+): Promise<{ slack: SlackStandin; fair: FairStandin; dataDir: string; env: Record<string, string> }> {
+  const slack = await startSlackStandin();
+  defer(() => slack.close());
+  const fair = await startFairStandin({ email: FAIR_EMAIL, password: FAIR_PASSWORD, ...fairOptions });
+  defer(() => fair.close());
+  const dir = tempDir('fairbot-process-');
+  defer(() => dir.remove());
+  const env = fairEnv(fair, await freePort(), dir.path, {
+    SLACK_BOT_TOKEN: slack.botToken,
+    SLACK_SIGNING_SECRET: slack.signingSecret,
+    SLACK_API_URL: slack.apiUrl,
+    SLACK_PORT: '0',
+    LOG_LEVEL: 'info',
+  });
+  return { slack, fair, dataDir: dir.path, env };
 }

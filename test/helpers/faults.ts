@@ -45,6 +45,11 @@ export interface FaultProxy {
   requests: ProxiedRequest[];
   /** Answers the next `times` requests matching `match` with `answer` (in order of arrival). */
   inject(match: (req: IncomingMessage) => boolean, answer: InjectedAnswer, times?: number): void;
+  /**
+   * Holds the next `times` requests matching `match`: never answered (a call cut off by a
+   * crash). With `forward`, the target gets the request and answers; the answer is not relayed.
+   */
+  hold(match: (req: IncomingMessage) => boolean, times?: number, opts?: { forward?: boolean }): void;
   close(): Promise<void>;
 }
 
@@ -52,6 +57,7 @@ export interface FaultProxy {
 export async function startFaultProxy(target: string): Promise<FaultProxy> {
   const requests: ProxiedRequest[] = [];
   const rules: Array<{ match: (req: IncomingMessage) => boolean; answer: InjectedAnswer; left: number }> = [];
+  const holds: Array<{ match: (req: IncomingMessage) => boolean; left: number; forward: boolean }> = [];
   const sockets = new Set<Socket>();
   const server: Server = createServer((req, res) => {
     const record: ProxiedRequest = {
@@ -63,6 +69,22 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       at: Date.now(),
     };
     requests.push(record);
+    const held = holds.find((h) => h.left > 0 && h.match(req));
+    if (held) {
+      held.left--;
+      record.injected = true;
+      if (!held.forward) {
+        req.resume();
+        return;
+      }
+      const upstream = request(`${target}${req.url ?? '/'}`, { method: req.method, headers: req.headers }, (answer) => {
+        record.status = answer.statusCode ?? 0;
+        answer.resume();
+      });
+      upstream.on('error', () => undefined);
+      req.pipe(upstream);
+      return;
+    }
     const rule = rules.find((r) => r.left > 0 && r.match(req));
     if (rule) {
       rule.left--;
@@ -98,6 +120,9 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     requests,
     inject(match, answer, times = 1) {
       rules.push({ match, answer, left: times });
+    },
+    hold(match, times = 1, opts = {}) {
+      holds.push({ match, left: times, forward: opts.forward ?? false });
     },
     close() {
       for (const s of sockets) s.destroy();

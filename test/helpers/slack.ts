@@ -2,7 +2,7 @@
 // it) with its Slack side pointed at the Slack stand-in and its GPU side at the Fair
 // stand-in (which spawns the diffusion stand-in on the host port).
 import { afterEach } from 'vitest';
-import { startApp, type RunningApp } from '../../src/app.js';
+import { startApp, type RunningApp, type ServiceOptions } from '../../src/app.js';
 import { messages } from '../../src/messages.js';
 import { freePort, startFairStandin, type FairOptions, type FairStandin } from '../standins/fair.js';
 import {
@@ -35,7 +35,14 @@ export interface SlackRig {
 }
 
 export async function startSlackRig(
-  opts: { fair?: FairOptions; slack?: SlackStandinOptions; env?: Record<string, string>; socketMode?: boolean } = {},
+  opts: {
+    fair?: FairOptions;
+    slack?: SlackStandinOptions;
+    env?: Record<string, string>;
+    socketMode?: boolean;
+    /** Service options besides the env (e.g. a small heldImageBytesMax). */
+    app?: Pick<ServiceOptions, 'heldImageBytesMax'>;
+  } = {},
 ): Promise<SlackRig> {
   const slack = await startSlackStandin(opts.slack);
   const fair = await startFairStandin({ email: FAIR_EMAIL, password: FAIR_PASSWORD, ...opts.fair });
@@ -51,7 +58,7 @@ export async function startSlackRig(
       : { SLACK_SIGNING_SECRET: slack.signingSecret, SLACK_PORT: '0' }),
     ...opts.env,
   });
-  const start = () => startApp({ env, logDestination: logs, timing: FAST_TIMING });
+  const start = () => startApp({ env, logDestination: logs, timing: FAST_TIMING, ...opts.app });
   let app: RunningApp;
   try {
     app = await start();

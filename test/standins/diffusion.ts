@@ -100,6 +100,20 @@ export async function readBody(req: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** The shape of FastAPI's generated API description, with the octo server's routes. */
+function openApi(legacy: boolean) {
+  const json = { content: { 'application/json': { schema: { type: 'object' } } } };
+  return {
+    openapi: '3.1.0',
+    info: { title: 'FastAPI', version: '0.1.0' },
+    paths: {
+      '/': { get: { summary: 'Root', responses: { '200': { description: 'Successful Response', ...json } } } },
+      ...(legacy ? {} : { '/healthcheck': { get: { summary: 'Health', responses: { '200': { description: 'Successful Response', ...json } } } } }),
+      '/infer': { post: { summary: 'Infer', requestBody: { required: true, ...json }, responses: { '200': { description: 'Successful Response', ...json } } } },
+    },
+  };
+}
+
 export function startDiffusionStandin(opts: DiffusionOptions = {}): Promise<DiffusionStandin> {
   const { loadDelayMs = 0, generationMs = 0, legacy = false } = opts;
   const imageFor = opts.imageFor ?? ((p: string) => pngForPrompt(p, { minBytes: opts.minImageBytes }));
@@ -143,7 +157,9 @@ export function startDiffusionStandin(opts: DiffusionOptions = {}): Promise<Diff
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     events.emit('request', { method: req.method, path });
-    if (req.method === 'GET' && path === '/') return sendJson(res, 200, { status: 'ok' });
+    // What the octoai SDK's FastAPI server answers: `/` points at the docs, `/openapi.json` lists the routes.
+    if (req.method === 'GET' && path === '/') return sendJson(res, 200, { docs: '/docs', openapi: '/openapi.json' });
+    if (req.method === 'GET' && path === '/openapi.json') return sendJson(res, 200, openApi(legacy));
     if (req.method === 'GET' && path === '/healthcheck' && !legacy) {
       return loaded() ? sendJson(res, 200, { healthy: true }) : sendJson(res, 503, { healthy: false, status: 'loading' });
     }

@@ -276,6 +276,10 @@ export interface SlackStandin {
   /** Resolves with pred's first truthy value, re-checked on every recorded change (and every 25 ms). */
   waitFor<T>(pred: () => T | undefined | null | false, timeoutMs?: number, what?: string): Promise<T>;
   setFault(method: string, fault: SlackFault | undefined): void;
+  /** Answers every call of a Web API method this many ms late (a slow Slack); undefined: at once again. */
+  setDelay(method: string, delayMs: number | undefined): void;
+  /** Answers every request a `hang` fault holds with this HTTP status (a stalled upload that finally fails). */
+  releaseHanging(status: number): void;
   close(): Promise<void>;
 }
 
@@ -620,6 +624,12 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     res.end(isText ? body : JSON.stringify(body));
   }
 
+  /** Web API methods answered this many ms late (set by setDelay). */
+  const delays = new Map<string, number>();
+
+  /** Requests held by a `hang` fault, until releaseHanging() or close(). */
+  const hanging = new Set<{ res: ServerResponse; record: (status: number, response: unknown) => void }>();
+
   /** Applies a fault: returns true when the response was sent. */
   function applyFault(method: string, res: ServerResponse, record: (status: number, response: unknown) => void): boolean {
     const fault = takeFault(method);
@@ -634,6 +644,7 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
       send(res, 429, body, { 'retry-after': String(fault.ratelimited) });
     } else if ('hang' in fault) {
       record(0, 'hanging');
+      hanging.add({ res, record });
     } else {
       record(fault.status, fault.body ?? '');
       send(res, fault.status, fault.body ?? '');
@@ -705,6 +716,8 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     } else if (token !== botToken) {
       return reply({ ok: false, error: 'invalid_auth' });
     }
+    const delayMs = delays.get(method);
+    if (delayMs) await new Promise((resolve) => setTimeout(resolve, delayMs));
     if (applyFault(method, res, record)) return;
 
     const str = (k: string) => (typeof params[k] === 'string' ? (params[k] as string) : undefined);
@@ -1214,6 +1227,18 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     calls,
     uploads,
     fileShares,
+    setDelay(method, delayMs) {
+      if (delayMs === undefined) delays.delete(method);
+      else delays.set(method, delayMs);
+    },
+    releaseHanging(status) {
+      for (const held of hanging) {
+        held.record(status, 'released');
+        if (!held.res.destroyed) send(held.res, status, 'released');
+      }
+      hanging.clear();
+      changed();
+    },
     releaseFiles() {
       const none = Buffer.alloc(0);
       for (const id of uploads.keys()) uploads.set(id, none);

@@ -57,6 +57,38 @@ export class Followers {
   }
 
   /**
+   * A job an earlier run left. One recorded before its acknowledgement was confirmed (a crash
+   * in between) is first checked with Discord: when Discord shows no reply, the user saw "The
+   * application did not respond", and the job is cancelled without a word, as when the
+   * acknowledgement is refused as too late without a crash (src/bots/discord/start.ts): a command
+   * Discord showed as failed never posts an image later (the user has likely asked again).
+   * When Discord cannot be asked, the job goes on as after an uncertain acknowledgement.
+   */
+  recover(job: Job): void {
+    if (readReplyData(job.reply).acknowledged) {
+      this.follow(job);
+      return;
+    }
+    const { services, rest, timing, logger, report } = this.deps;
+    const log = logger.child({ jobId: job.id });
+    const check: Promise<void> = new WebhookReply(rest, readReplyData(job.reply), timing, log, report)
+      .exists()
+      .then((shown) => {
+        if (shown === false) {
+          log.info('job dropped: Discord never showed its acknowledgement (the user saw the command fail)');
+          // A job whose image was already generated has had its outcome: it ends as not posted.
+          if (!services.jobs.cancel(job.id)) services.jobs.deliveryFailed(job.id, 'Discord never showed the command as acknowledged');
+          return;
+        }
+        if (shown) services.jobs.updateReply(job.id, { acknowledged: true });
+        this.follow(job);
+      })
+      .catch((error: unknown) => log.error({ ...errorFields(error) }, 'recovering a job failed'))
+      .finally(() => this.runs.delete(check));
+    this.runs.add(check);
+  }
+
+  /**
    * Stop: jobs still queued or running stay recorded for the next start (their
    * followers let go); deliveries under way get up to graceMs.
    */
@@ -133,6 +165,9 @@ async function deliver(job: Job, final: FinalEvent, reply: WebhookReply, deps: F
   const userId = job.requester.userId;
   const channelId = data.channelId ?? job.requester.channelId;
   const mention = userMention(userId);
+  // Who asked, as a mention by id in every caption: a display name is the user's own text
+  // (markup, masked links, fake pings), and allowed_mentions keeps the mention from pinging twice.
+  const askedBy = { ...job.requester, userName: mention };
 
   const toChannel = async (content: string, file?: Parameters<typeof postToChannel>[2]['file'], components?: ReturnType<typeof rerollRow>) => {
     if (!channelId) throw new Error('no channel to post in');
@@ -186,8 +221,7 @@ async function deliver(job: Job, final: FinalEvent, reply: WebhookReply, deps: F
 
   if (reply.tokenAlive()) {
     try {
-      // The mention shows who asked; allowed_mentions keeps it from pinging anyone.
-      await reply.editFinal(caption(job.prompt, { ...job.requester, userName: mention }), file, rerollRow(job.id));
+      await reply.editFinal(caption(job.prompt, askedBy), file, rerollRow(job.id));
       jobs.delivered(job.id);
       return;
     } catch (error) {
@@ -205,7 +239,7 @@ async function deliver(job: Job, final: FinalEvent, reply: WebhookReply, deps: F
 
   try {
     await toChannel(
-      caption(job.prompt, job.requester, (c) => discordMessages.lateImage(mention, c)),
+      caption(job.prompt, askedBy, (c) => discordMessages.lateImage(mention, c)),
       file,
       rerollRow(job.id),
     );

@@ -66,7 +66,7 @@ export async function startDiscordBot(services: Services, options: DiscordBotOpt
   const followers = new Followers({ services, rest: client.rest, logger, timing, report });
   const ctx: CommandContext = { services, client, logger, follow: (job) => followers.follow(job), report };
   // After a restart the core hands back the Discord jobs the last run left unfinished.
-  services.jobs.onRecovered('discord', (job) => followers.follow(job));
+  services.jobs.onRecovered('discord', (job) => followers.recover(job));
   const inFlight = new Set<Promise<void>>();
   let stopping = false;
 

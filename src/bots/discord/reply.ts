@@ -307,6 +307,21 @@ export class WebhookReply {
     }
   }
 
+  /**
+   * Whether Discord shows the deferred reply, asked with the interaction token: false when
+   * Discord says it has none or the token no longer works, undefined when it did not answer.
+   */
+  async exists(): Promise<boolean | undefined> {
+    if (!this.data.applicationId || !this.data.interactionToken) return false;
+    try {
+      await this.rest.get(this.route(), { auth: false });
+      return true;
+    } catch (error) {
+      this.report(error);
+      return error instanceof DiscordAPIError && TOKEN_GONE.has(Number(error.code)) ? false : undefined;
+    }
+  }
+
   /** After an ambiguous failure (no answer), whether the reply carries an attachment after all. */
   async hasAttachment(): Promise<boolean> {
     try {

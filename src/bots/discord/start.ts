@@ -55,6 +55,7 @@ export async function startJob(
   const { job } = result;
   if (deferred === 'lost') {
     // Discord already told the user it failed; an image nobody waits for would only surprise.
+    // (A restart that finds a job never acknowledged does the same: Followers.recover.)
     ctx.services.jobs.cancel(job.id);
     return;
   }

@@ -170,9 +170,13 @@ class JobFollower {
       this.ended = true;
       this.clearTimer();
       this.unsubscribe?.();
-      this.finish(event)
-        .catch((error: unknown) => this.deps.log.error({ jobId: this.job.id, err: error }, 'delivering a job outcome failed'))
-        .finally(() => this.resolveFinished());
+      // Tracked whole (the image, then the status that says where it went): a stop lets it
+      // finish within its grace rather than leave the status at "Generating" with a live Cancel.
+      void this.deps.inflight.track(
+        this.finish(event)
+          .catch((error: unknown) => this.deps.log.error({ jobId: this.job.id, err: error }, 'delivering a job outcome failed'))
+          .finally(() => this.resolveFinished()),
+      );
       return;
     }
     if (messages.progress(event) === this.lastText && this.pending === undefined) return;
@@ -237,17 +241,21 @@ class JobFollower {
       log.info({ jobId: job.id, reason: event.reason, shownVia: where }, 'job failure reported to the user');
       return;
     }
+    let statusDone: Promise<unknown> | undefined;
+    const onUploaded = () => {
+      services.jobs.delivered(job.id);
+      // The image is the outcome; the status says where it went as soon as it is there (not
+      // after the Re-roll button: a stop must not cut it off, leaving "Generating" and a live Cancel).
+      if (this.replies.responseUrl.tryReserve(0)) {
+        statusDone = this.replies.say(messages.progress(event), { responseUrl: true, replace: true, ephemeral: false });
+      }
+    };
     // Images go up a few at a time (services.uploads): the SDK copies each image it uploads.
     const posted = await this.deps.inflight.track(
-      services.uploads.add(() =>
-        postImage(client, job, event.image, { log, report: this.deps.report, onUploaded: () => services.jobs.delivered(job.id) }),
-      ),
+      services.uploads.add(() => postImage(client, job, event.image, { log, report: this.deps.report, onUploaded })),
     );
     if (posted.ok) {
-      // The image is the outcome; the status message just says where it went.
-      if (this.replies.responseUrl.tryReserve(0)) {
-        await this.replies.say(messages.progress(event), { responseUrl: true, replace: true, ephemeral: false });
-      }
+      await statusDone;
       return;
     }
     const { code, reason } = posted.failure;
