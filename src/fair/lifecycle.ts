@@ -4,7 +4,7 @@ import type { Config } from '../config.js';
 import type { InferenceClient } from '../inference/client.js';
 import { messages } from '../messages.js';
 import { newHolderId } from '../storage/leases.js';
-import { retryBusy } from '../storage/sqlite.js';
+import { isBusy, retryBusy } from '../storage/sqlite.js';
 import { delay, FairApiError, type FairClient, type FairNode } from './client.js';
 import { exitCodeOf, meansAlreadyGone, startServerProgram, waitProgram, type ContainerSpec } from './programs.js';
 import { ServerRecords, type NewServerRecord, type ServerRecord } from './records.js';
@@ -148,6 +148,8 @@ export class GpuLifecycle extends EventEmitter {
   private syncTimer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private leaseHeld = false;
+  /** Why the database could not be written on the last try (not busy: broken, full), if it could not. */
+  private unwritable: unknown;
   /** The start program's PUT while Fair has not answered it: a stop waits for the answer before it decides. */
   private putInFlight: { recordId: string; answer: Promise<unknown> } | undefined;
   private leaseHeartbeat: NodeJS.Timeout | undefined;
@@ -423,7 +425,13 @@ export class GpuLifecycle extends EventEmitter {
         await this.waitUntilReady(config.inferenceUrl, deadline, signal);
         return { endpoint: config.inferenceUrl };
       }
-      if (this.takeLease('starting the GPU server')) {
+      const leased = this.takeLease('starting the GPU server');
+      // Nothing is started that could not be recorded first.
+      if (!leased && this.unwritable !== undefined) {
+        this.log.error({ file: this.records.file, err: this.unwritable }, 'cannot record a GPU server start; not starting one');
+        throw new StartupError('failed', messages.startupFailed(`the bot cannot write its database (${describe(this.unwritable)})`));
+      }
+      if (leased) {
         try {
           return await this.startHoldingLease(signal, deadline);
         } finally {
@@ -953,6 +961,12 @@ export class GpuLifecycle extends EventEmitter {
     // The lease: wait for a start or stop in another process, within the stop's own deadline.
     const until = Date.now() + this.timing.stopTimeoutMs;
     while (!this.takeLease(reason === 'admin' ? 'stopping the GPU server (/gpu kill)' : 'stopping the idle GPU server')) {
+      // A database that cannot be written (a full disk) must not keep the GPU running: stop
+      // without the lease. A Kill is safe to repeat; the record is put right by the next reader.
+      if (this.unwritable !== undefined) {
+        this.log.error({ err: this.unwritable }, 'cannot write the database; stopping the GPU server without the lease');
+        break;
+      }
       if (Date.now() >= until || (reason === 'idle' && this.closed)) {
         if (reason === 'idle') return { kind: 'in-use' };
         return { kind: 'pending', reason: 'another fairbot process on this DATA_DIR is changing the GPU server; its start was told to stop' };
@@ -1070,8 +1084,11 @@ export class GpuLifecycle extends EventEmitter {
     let taken = false;
     try {
       taken = this.records.leases.acquire(LIFECYCLE_LEASE, this.holder, this.timing.leaseTtlMs, info);
-    } catch {
-      return false; // the database is busy: try again on the next round
+      this.unwritable = undefined;
+    } catch (error) {
+      // Busy: try again on the next round. Anything else (a full disk): remembered, see runStop.
+      if (!isBusy(error)) this.unwritable = error;
+      return false;
     }
     if (!taken) return false;
     this.leaseHeld = true;

@@ -8,6 +8,21 @@ export function newHolderId(): string {
   return `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
 }
 
+/**
+ * A holder on this host whose process is gone (killed, crashed): its lease need not be waited
+ * out. A pid reused by another process reads as alive, which only means waiting for the expiry.
+ */
+export function isDeadLocalHolder(holder: string): boolean {
+  const [host, pid] = holder.split(':');
+  if (host !== hostname() || !pid || !/^\d+$/.test(pid)) return false;
+  try {
+    process.kill(Number(pid), 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
 export interface LeaseRow {
   name: string;
   holder: string;
@@ -48,7 +63,7 @@ export class Leases {
     keepSqliteObjects(...Object.values(this.stmts));
     this.acquireTx = db.transaction((name: string, holder: string, ttlMs: number, info: string | null, now: number) => {
       const row = this.stmts.get.get(name) as LeaseRow | undefined;
-      if (row && row.holder !== holder && row.expiresAt > now) return false;
+      if (row && row.holder !== holder && row.expiresAt > now && !isDeadLocalHolder(row.holder)) return false;
       this.stmts.put.run({ name, holder, info, expiresAt: now + ttlMs });
       return true;
     });
