@@ -89,6 +89,15 @@ export const messages = {
   gpuKillExternal: (endpoint: string) =>
     `The GPU server at ${endpoint} was not started by this bot, so the bot did not stop it. Stop it where it was started (e.g. fair node <node> kill <container>).`,
   serverExited: (exitCode: number) => `the GPU server exited during start-up (exit code ${exitCode})`,
+
+  // --- /gpu status lines every renderer shows (plain text, Slack, Discord) -------------
+  statusPending: (what: string) => `Pending: ${what}`,
+  statusExternal: 'Started outside this bot: it uses the server but never stops it.',
+  statusBusyElsewhere: (what: string) => `Another fairbot process is ${what}`,
+  statusControlPlane: (check: { ok: true; nodes: number } | { ok: false; reason: string }) =>
+    check.ok
+      ? `Fair control plane: answering (${check.nodes} node${check.nodes === 1 ? '' : 's'})`
+      : `Fair control plane: not answering (${check.reason})`,
   gpuKillNotManaged:
     'This bot does not manage the GPU server (no FAIR_EMAIL/FAIR_PASSWORD), so it cannot stop it.',
 } as const;

@@ -249,6 +249,8 @@ describe('Slack /gpu status as blocks', () => {
     expect(field(`*${slackMessages.statusFieldGenerations}*`)).toBe('1');
     expect(field(`*${slackMessages.statusFieldMedian}*`)).toMatch(/^\d+\.\d s$/);
     expect(field(`*${slackMessages.statusFieldIdle}*`)).toMatch(/^in (\d+ s|5 min)$/);
+    // Checked as it is shown: Fair answered this very status request.
+    expect(shown).toContain(messages.statusControlPlane({ ok: true, nodes: 1 }));
     expect(renderSlackMessage({ blocks: body.blocks }).pings).toEqual([]);
   });
 });

@@ -96,6 +96,16 @@ function ago(date: Date | undefined, now = Date.now()): string {
   return `${(s / 3600).toFixed(1)} h ago`;
 }
 
+/** What every rendering of the status adds as lines: what is pending, who else acts, whether Fair answers. */
+export function statusNotes(s: GpuStatusView): string[] {
+  const notes: string[] = [];
+  if (s.pendingKill) notes.push(messages.statusPending(s.pendingKill));
+  if (s.busyElsewhere) notes.push(messages.statusBusyElsewhere(s.busyElsewhere));
+  if (s.external) notes.push(messages.statusExternal);
+  if (s.controlPlane) notes.push(messages.statusControlPlane(s.controlPlane));
+  return notes;
+}
+
 /** Plain text for terminals and simple chat replies; adapters may render the view richer. */
 export function formatStatus(s: GpuStatusView, now = Date.now()): string {
   const lines = [`GPU server: ${s.state} (since ${ago(s.stateSince, now)})`];
@@ -114,11 +124,7 @@ export function formatStatus(s: GpuStatusView, now = Date.now()): string {
   if (s.idleShutdownAt) lines.push(`Idle shutdown in ${Math.max(0, Math.round((s.idleShutdownAt.getTime() - now) / 1000))} s`);
   if (s.nextStartAttemptAt) lines.push(`Next start attempt in ${Math.ceil((s.nextStartAttemptAt.getTime() - now) / 1000)} s`);
   if (s.lastError) lines.push(`Last error: ${s.lastError}`);
-  if (s.pendingKill) lines.push(`Pending: ${s.pendingKill}`);
-  if (s.busyElsewhere) lines.push(`Another fairbot process is ${s.busyElsewhere}`);
-  if (s.external) lines.push('Started outside this bot: it uses the server but never stops it.');
-  if (s.controlPlane?.ok) lines.push(`Fair control plane: answering (${s.controlPlane.nodes} node${s.controlPlane.nodes === 1 ? '' : 's'})`);
-  if (s.controlPlane && !s.controlPlane.ok) lines.push(`Fair control plane: not answering (${s.controlPlane.reason})`);
+  lines.push(...statusNotes(s));
   if (!s.managed) lines.push('Not managed: no FAIR_EMAIL/FAIR_PASSWORD, using INFERENCE_URL only.');
   return lines.join('\n');
 }

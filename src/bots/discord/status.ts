@@ -1,5 +1,5 @@
 import { escapeMarkdown, time, TimestampStyles, type APIEmbed, type APIEmbedField } from 'discord.js';
-import type { GpuStatusView } from '../../commands/gpu.js';
+import { statusNotes, type GpuStatusView } from '../../commands/gpu.js';
 import type { Config } from '../../config.js';
 import { discordMessages } from '../../messages.js';
 
@@ -39,10 +39,11 @@ export function statusEmbed(view: GpuStatusView, config: Pick<Config, 'idleShutd
     fields.push({ name: t.nextStart, value: t.idleIn(t.duration(view.nextStartAttemptAt.getTime() - now), time(view.nextStartAttemptAt, TimestampStyles.RelativeTime)), inline: true });
   }
   if (view.lastError) fields.push({ name: t.lastError, value: clipField(escapeMarkdown(view.lastError)), inline: false });
+  const notes = [...(view.managed ? [] : [t.notManaged]), ...statusNotes(view).map((n) => escapeMarkdown(n))];
   return {
     title: t.title,
     color: COLORS[view.state] ?? COLORS.stopped,
-    ...(view.managed ? {} : { description: t.notManaged }),
+    ...(notes.length > 0 ? { description: clipField(notes.join('\n')) } : {}),
     fields,
     timestamp: new Date(now).toISOString(),
   };

@@ -1,5 +1,5 @@
 import type { types } from '@slack/bolt';
-import type { GpuStatusView } from '../../commands/gpu.js';
+import { statusNotes, type GpuStatusView } from '../../commands/gpu.js';
 import type { Requester } from '../../jobs/types.js';
 import { messages, slackMessages } from '../../messages.js';
 import { escapeMrkdwn, truncate } from './text.js';
@@ -119,6 +119,7 @@ export function statusBlocks(s: GpuStatusView, now = Date.now()): Block[] {
   if (s.programId) notes.push(m.statusProgram(s.programId));
   if (s.nextStartAttemptAt) notes.push(m.statusNextStart(m.duration(s.nextStartAttemptAt.getTime() - now)));
   if (s.lastError) notes.push(m.statusLastError(truncate(s.lastError, 500)));
+  notes.push(...statusNotes(s).map((n) => truncate(n, 500)));
   if (!s.managed) notes.push(m.statusNotManaged);
   const blocks: Block[] = [
     { type: 'header', text: plain(truncate(m.statusTitle(s.state), 150)) },
