@@ -7,10 +7,10 @@ export function loadDotEnv(): void {
   if (existsSync('.env')) dotenv.config({ path: '.env', quiet: true });
 }
 
-/** A bad configuration stops the process with exit code 2 and one line naming the variable. */
+/** A bad configuration stops the process with exit code 2 and one line per bad variable, naming it. */
 export function exitOnConfigError(error: unknown): never | void {
   if (error instanceof ConfigError) {
-    process.stderr.write(`fairbot: configuration error: ${error.message}\n`);
+    for (const line of error.message.split('\n')) process.stderr.write(`fairbot: configuration error: ${line}\n`);
     process.exit(2);
   }
 }

@@ -84,6 +84,22 @@ export const messages = {
 } as const;
 
 // =============================================================================
+// Start-up failures, for the operator reading the terminal or the container log:
+// which platform, which variable, and whether it could not be reached (the address,
+// the network) or refused the credential (the token).
+// =============================================================================
+export const startupMessages = {
+  refused: (platform: string, variable: string, detail: string, fix: string) =>
+    `${platform} refused ${variable} (${detail}): ${fix}`,
+  unreachable: (platform: string, variable: string, url: string, detail: string) =>
+    `could not reach ${platform} at ${variable}=${url} (${detail}): check the address and this machine's network`,
+  failed: (platform: string, detail: string) => `${platform} could not be started: ${detail}`,
+  discordTokenFix: 'copy the bot token again (Developer Portal > your application > Bot > Reset Token)',
+  slackBotTokenFix: 'copy the Bot User OAuth Token (xoxb-...) again from OAuth & Permissions, or reinstall the app',
+  slackAppTokenFix: 'it must be an app-level token (xapp-...) with the connections:write scope',
+} as const;
+
+// =============================================================================
 // Slack adapter (src/bots/slack): texts only the Slack side shows. Reasons are
 // clauses (no final period): they complete messages.deliveryFailed(...).
 // =============================================================================

@@ -304,7 +304,7 @@ describe('Slack start-up errors are stated, not crashed on', () => {
 
   it('a wrong app token stops the Socket Mode start with the reason', async () => {
     await expect(startSlackRig({ socketMode: true, env: { SLACK_APP_TOKEN: 'xapp-1-wrong' } })).rejects.toThrow(
-      'Slack Socket Mode could not connect (apps.connections.open: invalid_auth); check SLACK_APP_TOKEN',
+      'Slack refused SLACK_APP_TOKEN (apps.connections.open: invalid_auth): it must be an app-level token (xapp-...) with the connections:write scope',
     );
   });
 });
