@@ -13,6 +13,20 @@ function eta(etaS: number | undefined): string {
   return ` (about ${Math.round(etaS / 60)} min to go)`;
 }
 
+/**
+ * Text a server wrote (an error body, a Fair message), quoted in a message: its control
+ * characters (terminal escapes, NUL, bell, line breaks) never reach a chat or a terminal.
+ */
+export function serverText(text: string): string {
+  return text.replace(/\p{Cc}+/gu, ' ').replace(/ {2,}/g, ' ').trim();
+}
+
+// Chat users ask an admin; in a terminal the user is the admin (see inTerminalWords).
+const ASK_ADMIN_IF_REPEATED = 'tell an admin if it keeps happening';
+const ASK_ADMIN_IF_FAILING = 'if it keeps failing, tell an admin';
+const ASK_ADMIN_DATA_DIR = 'Tell an admin; try again later.';
+const ASK_ADMIN = 'Tell an admin.';
+
 export const messages = {
   // --- job progress, as the user watches it -------------------------------
   progress(event: JobEvent): string {
@@ -45,24 +59,22 @@ export const messages = {
     `You already have ${max} job${max === 1 ? '' : 's'} waiting or running (USER_MAX_PENDING is ${max}). Wait for one to finish, then try again.`,
   queueFull: (max: number) =>
     `The queue is full: ${max} jobs are waiting (QUEUE_MAX is ${max}). Try again in a few minutes.`,
-  storageFailed: 'The bot could not record your job (its DATA_DIR is not writable). Tell an admin; try again later.',
+  storageFailed: `The bot could not record your job (its DATA_DIR is not writable). ${ASK_ADMIN_DATA_DIR}`,
   shuttingDown: 'The bot is restarting and not taking new jobs right now. Try again in a minute.',
 
   // --- job failures -----------------------------------------------------------
   startupFailed: (reason: string) =>
-    `Could not start the GPU server: ${reason}. Your image was not generated; try again in a minute, and tell an admin if it keeps happening.`,
+    `Could not start the GPU server: ${serverText(reason)}. Your image was not generated; try again in a minute, and ${ASK_ADMIN_IF_REPEATED}.`,
   startupTimeout: (timeoutS: number) =>
-    `The GPU server did not become ready within ${Math.round(timeoutS)} s (STARTUP_TIMEOUT_S). Your image was not generated; try again in a few minutes, and tell an admin if it keeps happening.`,
+    `The GPU server did not become ready within ${Math.round(timeoutS)} s (STARTUP_TIMEOUT_S). Your image was not generated; try again in a few minutes, and ${ASK_ADMIN_IF_REPEATED}.`,
   startupBackoff: (retryInS: number, reason: string) =>
-    `The GPU server failed to start a moment ago (${reason}); the next attempt is in ${Math.ceil(retryInS)} s. Try again then.`,
-  noServer:
-    'No GPU server is configured: set FAIR_EMAIL and FAIR_PASSWORD so the bot can start one, or INFERENCE_URL to use a running one. Tell an admin.',
-  inferenceFailed: (reason: string) =>
-    `Image generation failed: ${reason}. Try again; if it keeps failing, tell an admin.`,
+    `The GPU server failed to start a moment ago (${serverText(reason)}); the next attempt is in ${Math.ceil(retryInS)} s. Try again then.`,
+  noServer: `No GPU server is configured: set FAIR_EMAIL and FAIR_PASSWORD so the bot can start one, or INFERENCE_URL to use a running one. ${ASK_ADMIN}`,
+  inferenceFailed: (reason: string) => `Image generation failed: ${serverText(reason)}. Try again; ${ASK_ADMIN_IF_FAILING}.`,
   killedByAdmin: 'An admin stopped the GPU server, so your image was not generated. Run /imagine again to start it anew.',
   cancelled: 'Your job was cancelled.',
   stoppedForShutdown: 'The bot shut down before your image was generated. Run /imagine again.',
-  deliveryFailed: (reason: string) => `Your image was generated but could not be posted: ${reason}.`,
+  deliveryFailed: (reason: string) => `Your image was generated but could not be posted: ${serverText(reason)}.`,
 
   // --- /gpu ---------------------------------------------------------------------
   adminOnly: 'Only admins can use /gpu (your user id is not in ADMIN_IDS).',
@@ -78,10 +90,28 @@ export const messages = {
   cancelDone: 'Cancelled.',
   rerollUnknown: 'That image is too old to re-roll (its prompt is no longer kept). Run /imagine again.',
   gpuNotRunning: 'The GPU server is not running; nothing to stop.',
-  gpuKillFailed: (reason: string) => `Could not stop the GPU server: ${reason}.`,
+  gpuKillFailed: (reason: string) => `Could not stop the GPU server: ${serverText(reason)}.`,
   gpuKillNotManaged:
     'This bot does not manage the GPU server (no FAIR_EMAIL/FAIR_PASSWORD), so it cannot stop it.',
 } as const;
+
+/**
+ * The catalogue's chat phrases and their wording in a terminal (the CLI), where the
+ * user is the admin and types `fairbot imagine`. The most specific phrases come first.
+ */
+const TERMINAL_WORDING: ReadonlyArray<readonly [chat: string, terminal: string]> = [
+  [ASK_ADMIN_IF_REPEATED, 'if it keeps happening, check the Fair settings (FAIR_*) and "fairbot gpu status"'],
+  [ASK_ADMIN_IF_FAILING, 'if it keeps failing, check the diffusion server ("fairbot gpu status", its logs on the node)'],
+  [ASK_ADMIN_DATA_DIR, 'Check that DATA_DIR is writable.'],
+  [` ${ASK_ADMIN}`, ''],
+  ['e.g. /imagine a red fox in the snow', 'e.g. fairbot imagine "a red fox in the snow"'],
+  ['/imagine', 'fairbot imagine'],
+];
+
+/** A catalogue text as the CLI shows it. */
+export function inTerminalWords(text: string): string {
+  return TERMINAL_WORDING.reduce((out, [chat, terminal]) => out.split(chat).join(terminal), text);
+}
 
 // =============================================================================
 // Start-up failures, for the operator reading the terminal or the container log:
