@@ -260,6 +260,8 @@ export const discordMessages = {
     lastError: 'Last error',
     none: 'none',
     notRunning: 'not running',
+    /** Uptime of a server that answers but was not started by this bot (INFERENCE_URL, adopted). */
+    uptimeUnknown: 'unknown (not started by this bot)',
     noneYet: 'none yet',
     /** A duration read by people: 45 s, 12 min, 3.5 h. */
     duration: (ms: number) => {
