@@ -1,9 +1,6 @@
 import { z } from 'zod';
 
-/**
- * A bad value stops the process with one line naming the variable (the configuration
- * contract of the SPEC); several bad values, one line each.
- */
+/** A bad value stops the process with one line naming the variable; several bad values, one line each. */
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
@@ -75,7 +72,7 @@ const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'si
   message: 'must be one of fatal, error, warn, info, debug, trace, silent',
 });
 
-/** The SPEC's configuration variables, one for one. Keys are the environment names. */
+/** Every configuration variable (the README's configuration reference, .env.example). Keys are the environment names. */
 export const envSchema = z.object({
   FAIR_SERVER_URL: url('https://faircompute.com:8000'),
   FAIR_EMAIL: optionalString,

@@ -1,5 +1,5 @@
 /**
- * Configuration (SPEC §2): the defaults, and a bad value stopping the process with
+ * Configuration (the README's configuration reference): the defaults, and a bad value stopping the process with
  * one line that names the variable.
  */
 import { spawn } from 'node:child_process';
@@ -22,7 +22,7 @@ function configError(env: Record<string, string>): ConfigError {
 }
 
 describe('loadConfig', () => {
-  it('applies the defaults of SPEC §2 to an empty environment', () => {
+  it('applies the documented defaults to an empty environment', () => {
     const config = loadConfig({});
     expect(config).toMatchObject({
       fairServerUrl: 'https://faircompute.com:8000',

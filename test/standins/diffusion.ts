@@ -1,4 +1,4 @@
-// Stand-in for the diffusion server (SPEC section 4): a real HTTP server on 127.0.0.1
+// Stand-in for the diffusion server (`GET /healthcheck`, `GET /`, `POST /infer`): a real HTTP server on 127.0.0.1
 // with a model-loading phase, the legacy (no /healthcheck) variant, and fault modes.
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';

@@ -1,4 +1,4 @@
-// Stand-in for the Fair control plane, API v0 / protocol V018 (SPEC section 3): a real
+// Stand-in for the Fair control plane, API v0 / protocol V018 (the programs, nodes and login fairbot uses): a real
 // HTTP server that validates programs strictly and "runs" the diffusion container by
 // spawning the diffusion stand-in on the requested host port after a cold start.
 import { createHash, randomBytes } from 'node:crypto';
