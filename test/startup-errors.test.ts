@@ -101,7 +101,7 @@ describe('npm start with a refused token', () => {
       });
       let err = '';
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 25_000);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 80_000);
       child.on('error', reject);
       child.on('close', (c) => {
         clearTimeout(timer);
@@ -112,5 +112,5 @@ describe('npm start with a refused token', () => {
     expect(stderr.trim().split('\n')).toEqual([
       expect.stringMatching(/^fairbot: configuration error: Discord refused DISCORD_TOKEN \(An invalid token was provided\.\)/),
     ]);
-  });
+  }, 90_000);
 });
