@@ -7,7 +7,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/install/**/*.test.ts'],
-    testTimeout: 20 * 60_000,
+    // Two installs, each compiling better-sqlite3: minutes on an idle machine, far more on a busy one.
+    testTimeout: 60 * 60_000,
     hookTimeout: 60_000,
   },
 });

@@ -19,10 +19,18 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const dir = tempDir('fairbot-install-');
 afterAll(() => dir.remove());
 
-/** better-sqlite3 built from this Node's headers: no prebuilt binary from GitHub needed. */
-const npmEnv = { ...process.env, npm_config_build_from_source: 'true', npm_config_fund: 'false', npm_config_audit: 'false', npm_config_update_notifier: 'false' };
+/** better-sqlite3 built from this Node's headers (no prebuilt binary from GitHub needed), on every core. */
+const npmEnv = {
+  ...process.env,
+  npm_config_build_from_source: 'true',
+  JOBS: 'max',
+  npm_config_fund: 'false',
+  npm_config_audit: 'false',
+  npm_config_update_notifier: 'false',
+};
 
 function run(command: string, args: string[], env: Record<string, string | undefined> = npmEnv) {
+  process.stderr.write(`test:install: ${command} ${args.join(' ')}\n`);
   const result = spawnSync(command, args, { cwd: dir.path, env, encoding: 'utf8' });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
