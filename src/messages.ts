@@ -106,6 +106,7 @@ const TERMINAL_WORDING: ReadonlyArray<readonly [chat: string, terminal: string]>
   [` ${ASK_ADMIN}`, ''],
   ['e.g. /imagine a red fox in the snow', 'e.g. fairbot imagine "a red fox in the snow"'],
   ['/imagine', 'fairbot imagine'],
+  ['/gpu', 'fairbot gpu'],
 ];
 
 /** A catalogue text as the CLI shows it. */

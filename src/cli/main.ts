@@ -68,7 +68,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   if (command !== 'imagine' && command !== 'gpu' && command !== 'register-commands') return usageError(`unknown command "${command}"`);
   const subcommand = rest.join(' ').trim();
   if (command === 'gpu' && subcommand !== 'status' && subcommand !== 'kill') {
-    return usageError(subcommand ? messages.gpuUnknownSubcommand(subcommand).replaceAll('/gpu', 'fairbot gpu') : 'gpu needs "status" or "kill"');
+    return usageError(inTerminalWords(subcommand ? messages.gpuUnknownSubcommand(subcommand) : messages.gpuUsage));
   }
   if (command === 'imagine' && rest.length === 0) return usageError('imagine needs a prompt, e.g. fairbot imagine "a red fox"');
 
