@@ -1,8 +1,10 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Installs from the npm registry, for minutes: `npm run test:install` (vitest.install.config.ts).
+    exclude: [...configDefaults.exclude, 'test/install/**'],
     // Scans the whole suite's captured logs and posted messages for the test secrets.
     globalSetup: ['test/global-setup.ts'],
     testTimeout: 30_000,

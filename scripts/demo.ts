@@ -85,7 +85,6 @@ const env: Record<string, string> = {
   FAIR_PASSWORD: PASSWORD,
   FAIR_PORTS: `${hostPort}:8080`,
   DATA_DIR: dataDir,
-  LOG_LEVEL: 'warn',
   IDLE_SHUTDOWN_MIN: '0',
 };
 const io = { env, stdout: process.stdout, stderr: process.stderr };

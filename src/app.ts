@@ -1,6 +1,6 @@
 import PQueue from 'p-queue';
 import type { DestinationStream } from 'pino';
-import { canManageServer, ConfigError, loadConfig, type Config, type Env } from './config.js';
+import { canManageServer, loadConfig, requireBotSetup, type Config, type Env } from './config.js';
 import { FairClient } from './fair/client.js';
 import { GpuLifecycle, type LifecycleTiming } from './fair/lifecycle.js';
 import { ServerRecords } from './fair/records.js';
@@ -79,10 +79,9 @@ export interface StartOptions extends ServiceOptions {
 /** What `npm start` runs: config, services, then Discord and/or Slack as configured. */
 export async function startApp(options: StartOptions): Promise<RunningApp> {
   const config = loadConfig(options.env);
-  if (!config.discordToken && !config.slackBotToken) {
-    // Nothing to serve: say so and stop, rather than exit 0 into a restart loop.
-    throw new ConfigError('DISCORD_TOKEN or SLACK_BOT_TOKEN must be set: the bot needs a chat platform to serve');
-  }
+  // Nothing to serve, or no GPU to serve it with: say so and stop (exit 2), rather than
+  // exit 0 into a restart loop or fail every job.
+  requireBotSetup(config);
   // Before anything reads or moves the jobs in DATA_DIR: one bot per DATA_DIR.
   const claim = await claimDataDir(
     config.dataDir,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 
-/** A bad value stops the process with one line naming the variable (SPEC §2). */
+/** A bad value stops the process with one line naming the variable; several bad values, one line each. */
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
@@ -72,7 +72,7 @@ const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'si
   message: 'must be one of fatal, error, warn, info, debug, trace, silent',
 });
 
-/** SPEC section 2, variable for variable. Keys are the environment names. */
+/** Every configuration variable (the README's configuration reference, .env.example). Keys are the environment names. */
 export const envSchema = z.object({
   FAIR_SERVER_URL: url('https://faircompute.com:8000'),
   FAIR_EMAIL: optionalString,
@@ -147,21 +147,31 @@ export interface Config {
   secrets: string[];
 }
 
-/** Parses the environment once. Throws ConfigError whose message is one line naming the variable. */
+/** Parses the environment once. Throws ConfigError with one line per bad variable, each naming it. */
 export function loadConfig(env: Env): Config {
   const parsed = envSchema.safeParse(env);
+  const problems: string[] = [];
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const variable = String(issue.path[0] ?? 'configuration');
-    throw new ConfigError(`${variable} ${issue.message}`);
+    // One line per variable: its first problem is the one to fix first.
+    const seen = new Set<string>();
+    for (const issue of parsed.error.issues) {
+      const variable = String(issue.path[0] ?? 'configuration');
+      if (seen.has(variable)) continue;
+      seen.add(variable);
+      problems.push(`${variable} ${issue.message}`);
+    }
   }
+  // The checks across variables read the raw values, so they are reported with the others.
+  const set = (name: string) => typeof env[name] === 'string' && env[name]!.trim() !== '';
+  if (set('FAIR_EMAIL') !== set('FAIR_PASSWORD')) {
+    const [missing, present] = set('FAIR_EMAIL') ? ['FAIR_PASSWORD', 'FAIR_EMAIL'] : ['FAIR_EMAIL', 'FAIR_PASSWORD'];
+    problems.push(`${missing} must be set together with ${present}`);
+  }
+  if (set('SLACK_BOT_TOKEN') && !set('SLACK_APP_TOKEN') && !set('SLACK_SIGNING_SECRET')) {
+    problems.push('SLACK_SIGNING_SECRET must be set for Slack HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)');
+  }
+  if (!parsed.success || problems.length > 0) throw new ConfigError(problems.join('\n'));
   const e = parsed.data;
-  if ((e.FAIR_EMAIL === undefined) !== (e.FAIR_PASSWORD === undefined)) {
-    throw new ConfigError(`${e.FAIR_EMAIL === undefined ? 'FAIR_EMAIL' : 'FAIR_PASSWORD'} must be set together with ${e.FAIR_EMAIL === undefined ? 'FAIR_PASSWORD' : 'FAIR_EMAIL'}`);
-  }
-  if (e.SLACK_BOT_TOKEN && !e.SLACK_APP_TOKEN && !e.SLACK_SIGNING_SECRET) {
-    throw new ConfigError('SLACK_SIGNING_SECRET must be set for Slack HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)');
-  }
   const secrets = [e.FAIR_PASSWORD, e.DISCORD_TOKEN, e.SLACK_BOT_TOKEN, e.SLACK_SIGNING_SECRET, e.SLACK_APP_TOKEN].filter(
     (s): s is string => typeof s === 'string' && s.length >= 4,
   );
@@ -201,4 +211,28 @@ export function loadConfig(env: Env): Config {
 /** Whether this bot may start servers on Fair, or only uses INFERENCE_URL. */
 export function canManageServer(config: Config): boolean {
   return config.fairEmail !== undefined && config.fairPassword !== undefined;
+}
+
+const NO_GPU =
+  'FAIR_EMAIL and FAIR_PASSWORD (to start a GPU server on Fair) or INFERENCE_URL (a diffusion server already running) must be set';
+const NO_PLATFORM = 'DISCORD_TOKEN or SLACK_BOT_TOKEN must be set: the bot needs a chat platform to serve';
+
+const hasGpu = (config: Config) => canManageServer(config) || config.inferenceUrl !== undefined;
+
+/**
+ * The CLI's imagine and gpu need a GPU server: one to start on Fair, or a running one.
+ * Without either every job would fail ("no GPU server is configured"), so it is a
+ * configuration error.
+ */
+export function requireGpu(config: Config): void {
+  if (!hasGpu(config)) throw new ConfigError(NO_GPU);
+}
+
+/** The bot needs a GPU server and a chat platform; both missing are both reported. */
+export function requireBotSetup(config: Config): void {
+  const problems = [
+    ...(config.discordToken || config.slackBotToken ? [] : [NO_PLATFORM]),
+    ...(hasGpu(config) ? [] : [NO_GPU]),
+  ];
+  if (problems.length > 0) throw new ConfigError(problems.join('\n'));
 }

@@ -9,13 +9,13 @@ export function loadDotEnv(): void {
 }
 
 /**
- * A bad configuration stops the process with exit code 2 and one line naming the variable; so
- * does a DATA_DIR this bot must not use (another bot holds it, its database lost its state):
- * a restart would not help either, and a supervisor should not loop on it.
+ * A bad configuration stops the process with exit code 2 and one line per bad variable, naming
+ * it; so does a DATA_DIR this bot must not use (another bot holds it, its database lost its
+ * state): a restart would not help either, and a supervisor should not loop on it.
  */
 export function exitOnConfigError(error: unknown): never | void {
   if (error instanceof ConfigError) {
-    process.stderr.write(`fairbot: configuration error: ${error.message}\n`);
+    for (const line of error.message.split('\n')) process.stderr.write(`fairbot: configuration error: ${line}\n`);
     process.exit(2);
   }
   if (error instanceof DataDirRefusal) {

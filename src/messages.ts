@@ -13,6 +13,20 @@ function eta(etaS: number | undefined): string {
   return ` (about ${Math.round(etaS / 60)} min to go)`;
 }
 
+/**
+ * Text a server wrote (an error body, a Fair message), quoted in a message: its control
+ * characters (terminal escapes, NUL, bell, line breaks) never reach a chat or a terminal.
+ */
+export function serverText(text: string): string {
+  return text.replace(/\p{Cc}+/gu, ' ').replace(/ {2,}/g, ' ').trim();
+}
+
+// Chat users ask an admin; in a terminal the user is the admin (see inTerminalWords).
+const ASK_ADMIN_IF_REPEATED = 'tell an admin if it keeps happening';
+const ASK_ADMIN_IF_FAILING = 'if it keeps failing, tell an admin';
+const ASK_ADMIN_DATA_DIR = 'Tell an admin; try again later.';
+const ASK_ADMIN = 'Tell an admin.';
+
 export const messages = {
   // --- job progress, as the user watches it -------------------------------
   progress(event: JobEvent): string {
@@ -47,26 +61,24 @@ export const messages = {
     `You already have ${max} job${max === 1 ? '' : 's'} waiting, running or not yet posted (USER_MAX_PENDING is ${max}). Wait for one to finish, then try again.`,
   queueFull: (max: number) =>
     `The queue is full: ${max} jobs are waiting (QUEUE_MAX is ${max}). Try again in a few minutes.`,
-  storageFailed: 'The bot could not record your job (its DATA_DIR is not writable). Tell an admin; try again later.',
-  storageFull: 'The bot could not record your job: its disk is full. Tell an admin; try again later.',
+  storageFailed: `The bot could not record your job (its DATA_DIR is not writable). ${ASK_ADMIN_DATA_DIR}`,
+  storageFull: `The bot could not record your job: its disk is full. ${ASK_ADMIN_DATA_DIR}`,
   storageBusy: "The bot's database is busy (held by another process); try again in a moment.",
   shuttingDown: 'The bot is restarting and not taking new jobs right now. Try again in a minute.',
 
   // --- job failures -----------------------------------------------------------
   startupFailed: (reason: string) =>
-    `Could not start the GPU server: ${reason}. Your image was not generated; try again in a minute, and tell an admin if it keeps happening.`,
+    `Could not start the GPU server: ${serverText(reason)}. Your image was not generated; try again in a minute, and ${ASK_ADMIN_IF_REPEATED}.`,
   startupTimeout: (timeoutS: number) =>
-    `The GPU server did not become ready within ${Math.round(timeoutS)} s (STARTUP_TIMEOUT_S). Your image was not generated; try again in a few minutes, and tell an admin if it keeps happening.`,
+    `The GPU server did not become ready within ${Math.round(timeoutS)} s (STARTUP_TIMEOUT_S). Your image was not generated; try again in a few minutes, and ${ASK_ADMIN_IF_REPEATED}.`,
   startupBackoff: (retryInS: number, reason: string) =>
-    `The GPU server failed to start a moment ago (${reason}); the next attempt is in ${Math.ceil(retryInS)} s. Try again then.`,
-  noServer:
-    'No GPU server is configured: set FAIR_EMAIL and FAIR_PASSWORD so the bot can start one, or INFERENCE_URL to use a running one. Tell an admin.',
-  inferenceFailed: (reason: string) =>
-    `Image generation failed: ${reason}. Try again; if it keeps failing, tell an admin.`,
+    `The GPU server failed to start a moment ago (${serverText(reason)}); the next attempt is in ${Math.ceil(retryInS)} s. Try again then.`,
+  noServer: `No GPU server is configured: set FAIR_EMAIL and FAIR_PASSWORD so the bot can start one, or INFERENCE_URL to use a running one. ${ASK_ADMIN}`,
+  inferenceFailed: (reason: string) => `Image generation failed: ${serverText(reason)}. Try again; ${ASK_ADMIN_IF_FAILING}.`,
   killedByAdmin: 'An admin stopped the GPU server, so your image was not generated. Run /imagine again to start it anew.',
   cancelled: 'Your job was cancelled.',
   stoppedForShutdown: 'The bot shut down before your image was generated. Run /imagine again.',
-  deliveryFailed: (reason: string) => `Your image was generated but could not be posted: ${reason}.`,
+  deliveryFailed: (reason: string) => `Your image was generated but could not be posted: ${serverText(reason)}.`,
 
   // --- /gpu ---------------------------------------------------------------------
   adminOnly: 'Only admins can use /gpu (your user id is not in ADMIN_IDS).',
@@ -83,7 +95,7 @@ export const messages = {
   rerollUnknown: 'That image is too old to re-roll (its prompt is no longer kept). Run /imagine again.',
   gpuNotRunning: 'The GPU server is not running; nothing to stop.',
   gpuKillFailed: (reason: string) =>
-    `Could not stop the GPU server: ${reason}. It may still be running; the bot keeps trying to stop it, and /gpu status shows what is pending.`,
+    `Could not stop the GPU server: ${serverText(reason)}. It may still be running; the bot keeps trying to stop it, and /gpu status shows what is pending.`,
   gpuKillPending: (reason: string, jobsEnded: number) =>
     `Not stopped yet: ${reason}.${jobsEnded > 0 ? ` ${jobsEnded} job${jobsEnded === 1 ? '' : 's'} waiting or running ${jobsEnded === 1 ? 'was' : 'were'} ended.` : ''} /gpu status shows when it is done.`,
   gpuKillExternal: (endpoint: string) =>
@@ -100,6 +112,41 @@ export const messages = {
       : `Fair control plane: not answering (${check.reason})`,
   gpuKillNotManaged:
     'This bot does not manage the GPU server (no FAIR_EMAIL/FAIR_PASSWORD), so it cannot stop it.',
+} as const;
+
+/**
+ * The catalogue's chat phrases and their wording in a terminal (the CLI), where the
+ * user is the admin and types `fairbot imagine`. The most specific phrases come first.
+ */
+const TERMINAL_WORDING: ReadonlyArray<readonly [chat: string, terminal: string]> = [
+  [ASK_ADMIN_IF_REPEATED, 'if it keeps happening, check the Fair settings (FAIR_*) and "fairbot gpu status"'],
+  [ASK_ADMIN_IF_FAILING, 'if it keeps failing, check the diffusion server ("fairbot gpu status", its logs on the node)'],
+  [ASK_ADMIN_DATA_DIR, 'Check that DATA_DIR is writable.'],
+  [` ${ASK_ADMIN}`, ''],
+  ['e.g. /imagine a red fox in the snow', 'e.g. fairbot imagine "a red fox in the snow"'],
+  ['/imagine', 'fairbot imagine'],
+  ['/gpu', 'fairbot gpu'],
+];
+
+/** A catalogue text as the CLI shows it. */
+export function inTerminalWords(text: string): string {
+  return TERMINAL_WORDING.reduce((out, [chat, terminal]) => out.split(chat).join(terminal), text);
+}
+
+// =============================================================================
+// Start-up failures, for the operator reading the terminal or the container log:
+// which platform, which variable, and whether it could not be reached (the address,
+// the network) or refused the credential (the token).
+// =============================================================================
+export const startupMessages = {
+  refused: (platform: string, variable: string, detail: string, fix: string) =>
+    `${platform} refused ${variable} (${detail}): ${fix}`,
+  unreachable: (platform: string, variable: string, url: string, detail: string) =>
+    `could not reach ${platform} at ${variable}=${url} (${detail}): check the address and this machine's network`,
+  failed: (platform: string, detail: string) => `${platform} could not be started: ${detail}`,
+  discordTokenFix: 'copy the bot token again (Developer Portal > your application > Bot > Reset Token)',
+  slackBotTokenFix: 'copy the Bot User OAuth Token (xoxb-...) again from OAuth & Permissions, or reinstall the app',
+  slackAppTokenFix: 'it must be an app-level token (xapp-...) with the connections:write scope',
 } as const;
 
 // =============================================================================
@@ -233,6 +280,8 @@ export const discordMessages = {
     lastError: 'Last error',
     none: 'none',
     notRunning: 'not running',
+    /** Uptime of a server that answers but was not started by this bot (INFERENCE_URL, adopted). */
+    uptimeUnknown: 'unknown (not started by this bot)',
     noneYet: 'none yet',
     /** A duration read by people: 45 s, 12 min, 3.5 h. */
     duration: (ms: number) => {

@@ -4,14 +4,14 @@
  * exit code says whether an image was written.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runCli } from '../src/cli/main.js';
 import { ConfigError } from '../src/config.js';
-import { messages } from '../src/messages.js';
+import { inTerminalWords, messages } from '../src/messages.js';
 import { FAIR_EMAIL, FAIR_PASSWORD, tempDir } from './helpers/app.js';
 import { recordOutput } from './helpers/secret-scan.js';
 import { startDiffusionStandin, type DiffusionStandin } from './standins/diffusion.js';
@@ -89,23 +89,66 @@ describe('fairbot imagine', () => {
     expect(code).toBe(1);
     expect(existsSync(file)).toBe(false);
     expect(stdout).toBe('');
-    expect(stderr).toContain(`fairbot: ${messages.inferenceFailed('the GPU server answered HTTP 500 ("{"error":"CUDA out of memory"}")')}`);
+    expect(stderr).toContain(`fairbot: ${inTerminalWords(messages.inferenceFailed('the GPU server answered HTTP 500 ("{"error":"CUDA out of memory"}")'))}`);
+    // The terminal user is the admin: no "tell an admin", but what to check.
+    expect(stderr).not.toMatch(/admin/i);
+    expect(stderr).toContain('check the diffusion server ("fairbot gpu status"');
   });
 
-  it('an unwritable --out exits 1 and says why', async () => {
-    const { dir, env } = await setup();
-    const file = join(dir, 'no-such-dir', 'x.png');
-    const { code, stderr } = await cli(['imagine', 'nowhere to go', '--out', file], env);
-    expect(code).toBe(1);
-    expect(stderr).toContain('Your image was generated but could not be posted');
-    expect(stderr).toContain('ENOENT');
+  it('shows human lines only, no JSON logs, unless LOG_LEVEL is set', async () => {
+    const { fair, dir, env } = await setup();
+    fair.events.on('diffusion-listening', (d: DiffusionStandin) => d.setFault('500'));
+    const { LOG_LEVEL: _level, ...unset } = env;
+    const quiet = await cli(['imagine', 'doomed', '--out', join(dir, 'q.png')], unset);
+    expect(quiet.code).toBe(1);
+    const lines = quiet.stderr.trim().split('\n');
+    expect(lines.length).toBeGreaterThan(1);
+    for (const line of lines) expect(line).toMatch(/^(\[\w+\] |fairbot: )/);
+
+    const verbose = await cli(['imagine', 'doomed', '--out', join(dir, 'v.png')], { ...env, LOG_LEVEL: 'info' });
+    const json = verbose.stderr.split('\n').filter((line) => line.startsWith('{'));
+    expect(json.map((line) => (JSON.parse(line) as { msg: string }).msg)).toContain('job failed');
+  });
+
+  it('without a GPU server configured (no Fair account, no INFERENCE_URL) is a configuration error', async () => {
+    const dir = tempDir('fairbot-cli-');
+    cleanups.push(() => dir.remove());
+    await expect(cli(['imagine', 'a red fox'], { DATA_DIR: dir.path })).rejects.toThrow(ConfigError);
+    await expect(cli(['gpu', 'status'], { DATA_DIR: dir.path })).rejects.toThrow(/^FAIR_EMAIL and FAIR_PASSWORD .* or INFERENCE_URL/);
+  });
+
+  it('an --out it cannot write exits 1 and says why before any GPU is started', async () => {
+    const { fair, dir, env } = await setup();
+    const notADir = join(dir, 'a-file');
+    writeFileSync(notADir, 'not a directory');
+    for (const [file, code] of [
+      [join(dir, 'no-such-dir', 'x.png'), 'ENOENT'],
+      [join(notADir, 'x.png'), 'ENOTDIR'],
+      [dir, 'EISDIR'],
+    ] as const) {
+      const result = await cli(['imagine', 'nowhere to go', '--out', file], env);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe(`fairbot: cannot write ${file} (${code}); nothing was generated\n`);
+      expect(result.stdout).toBe('');
+    }
+    expect(fair.requests).toHaveLength(0);
+    expect(fair.startPrograms()).toBe(0);
+  });
+
+  it('an --out that can be written is not left behind when the job fails', async () => {
+    const { fair, dir, env } = await setup();
+    fair.events.on('diffusion-listening', (d: DiffusionStandin) => d.setFault('500'));
+    const file = join(dir, 'probe.png');
+    expect((await cli(['imagine', 'doomed', '--out', file], env)).code).toBe(1);
+    expect(existsSync(file)).toBe(false);
   });
 
   it('a refused prompt exits 1 in words, without touching Fair', async () => {
     const { fair, env } = await setup();
     const { code, stderr } = await cli(['imagine', '   '], env);
     expect(code).toBe(1);
-    expect(stderr).toContain(messages.promptEmpty);
+    expect(stderr).toBe(`fairbot: ${inTerminalWords(messages.promptEmpty)}\n`);
+    expect(stderr).toContain('e.g. fairbot imagine "a red fox in the snow"');
     expect(fair.requests).toHaveLength(0);
   });
 
@@ -150,7 +193,7 @@ describe('fairbot gpu', () => {
 
     const kill = await cli(['gpu', 'kill'], env);
     expect(kill.code).toBe(0);
-    expect(kill.stdout).toBe(`${messages.gpuKilled(0)}\n`);
+    expect(kill.stdout).toBe(`${inTerminalWords(messages.gpuKilled(0))}\n`);
     expect(fair.killPrograms()).toEqual([{ node: 'node-1', containerId: container!.id }]);
     expect(fair.containers.get(container!.id)!.running).toBe(false);
 
@@ -162,28 +205,49 @@ describe('fairbot gpu', () => {
     expect(fair.killPrograms()).toHaveLength(1);
   });
 
-  it('an unknown subcommand exits 1 with the usage', async () => {
-    const { env } = await setup();
-    const { code, stderr } = await cli(['gpu', 'reboot'], env);
-    expect(code).toBe(1);
-    expect(stderr).toContain(messages.gpuUnknownSubcommand('reboot'));
+  it('an unknown or missing subcommand is a usage error (exit 2) that touches nothing', async () => {
+    const { fair, env } = await setup();
+    const reboot = await cli(['gpu', 'reboot'], env);
+    expect(reboot.code).toBe(2);
+    expect(reboot.stderr).toContain('Unknown subcommand "reboot". Usage: fairbot gpu status or fairbot gpu kill.');
+    const none = await cli(['gpu'], env);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('Usage:');
+    expect(fair.requests).toHaveLength(0);
   });
 });
 
 describe('fairbot usage and configuration', () => {
-  it('no command prints the usage and exits 1; --help exits 0', async () => {
-    const none = await cli([], {});
-    expect(none.code).toBe(1);
-    expect(none.stderr).toContain('Usage:');
+  it('--help prints the usage on stdout and exits 0; no command is a usage error on stderr, exit 2', async () => {
     const help = await cli(['--help'], {});
     expect(help.code).toBe(0);
-    expect(help.stderr).toContain('fairbot imagine');
+    expect(help.stdout).toContain('fairbot imagine');
+    expect(help.stderr).toBe('');
+    expect((await cli(['-h'], {})).stdout).toBe(help.stdout);
+    const none = await cli([], {});
+    expect(none.code).toBe(2);
+    expect(none.stdout).toBe('');
+    expect(none.stderr).toContain('Usage:');
   });
 
-  it('an unknown command exits 1', async () => {
-    const { code, stderr } = await cli(['paint', 'x'], {});
-    expect(code).toBe(1);
-    expect(stderr).toContain('unknown command "paint"');
+  it('--version prints the version of package.json on stdout', async () => {
+    const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-v']) {
+      const result = await cli([flag], {});
+      expect(result).toEqual({ code: 0, stdout: `fairbot ${version}\n`, stderr: '' });
+    }
+  });
+
+  it('an unknown command, an unknown flag or imagine without a prompt exit 2', async () => {
+    const paint = await cli(['paint', 'x'], {});
+    expect(paint.code).toBe(2);
+    expect(paint.stderr).toContain('unknown command "paint"');
+    const flag = await cli(['imagine', 'x', '--colour', 'red'], {});
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toContain("Unknown option '--colour'");
+    const bare = await cli(['imagine'], {});
+    expect(bare.code).toBe(2);
+    expect(bare.stderr).toContain('imagine needs a prompt');
   });
 
   it('a bad value throws a ConfigError naming it (the bin turns it into exit 2)', async () => {

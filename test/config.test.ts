@@ -1,5 +1,5 @@
 /**
- * Configuration (SPEC §2): the defaults, and a bad value stopping the process with
+ * Configuration (the README's configuration reference): the defaults, and a bad value stopping the process with
  * one line that names the variable.
  */
 import { spawn } from 'node:child_process';
@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import dotenv from 'dotenv';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, canManageServer, loadConfig } from '../src/config.js';
+import { ConfigError, canManageServer, loadConfig, requireBotSetup, requireGpu } from '../src/config.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -22,7 +22,7 @@ function configError(env: Record<string, string>): ConfigError {
 }
 
 describe('loadConfig', () => {
-  it('applies the defaults of SPEC §2 to an empty environment', () => {
+  it('applies the documented defaults to an empty environment', () => {
     const config = loadConfig({});
     expect(config).toMatchObject({
       fairServerUrl: 'https://faircompute.com:8000',
@@ -175,6 +175,30 @@ describe('loadConfig', () => {
     expect(loadConfig({ SLACK_BOT_TOKEN: 'xoxb-1', SLACK_APP_TOKEN: 'xapp-1' }).slackAppToken).toBe('xapp-1');
   });
 
+  it('reports every bad variable together, one line each, naming it', () => {
+    const lines = configError({ FAIR_PORTS: '5000', QUEUE_MAX: 'lots', LOG_LEVEL: 'loud', FAIR_EMAIL: 'me@example.com' }).message.split('\n');
+    expect(lines).toEqual([
+      'FAIR_PORTS must look like 5000:8080, got "5000"',
+      'QUEUE_MAX must be a number',
+      'LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent',
+      'FAIR_PASSWORD must be set together with FAIR_EMAIL',
+    ]);
+  });
+
+  it('wants a GPU server: a Fair account or INFERENCE_URL (the bot also wants a chat platform)', () => {
+    expect(() => requireGpu(loadConfig({}))).toThrow(
+      new ConfigError('FAIR_EMAIL and FAIR_PASSWORD (to start a GPU server on Fair) or INFERENCE_URL (a diffusion server already running) must be set'),
+    );
+    expect(() => requireGpu(loadConfig({ INFERENCE_URL: 'http://10.0.0.5:5000' }))).not.toThrow();
+    expect(() => requireGpu(loadConfig({ FAIR_EMAIL: 'me@example.com', FAIR_PASSWORD: 'pw-pw-pw' }))).not.toThrow();
+    expect(() => requireBotSetup(loadConfig({ DISCORD_TOKEN: 'discord-token' }))).toThrow(/^FAIR_EMAIL and FAIR_PASSWORD .* or INFERENCE_URL .* must be set$/);
+    try {
+      requireBotSetup(loadConfig({}));
+    } catch (error) {
+      expect((error as Error).message.split('\n').map((line) => line.split(' ')[0])).toEqual(['DISCORD_TOKEN', 'FAIR_EMAIL']);
+    }
+  });
+
   it('accepts .env.example as it ships, with the defaults it documents', () => {
     const example = dotenv.parse(readFileSync(new URL('../.env.example', import.meta.url)));
     const config = loadConfig(example);
@@ -211,6 +235,23 @@ describe('a bad value stops the process', () => {
     const lines = stderr.trim().split('\n');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain('FAIR_PORTS must look like 5000:8080, got "5000"');
+  });
+
+  it('npm start with several bad values exits 2 with one line for each', async () => {
+    const { code, stderr } = await runEntry('src/main.ts', [], { FAIR_PORTS: '5000', SLACK_PORT: 'http' });
+    expect(code).toBe(2);
+    expect(stderr.trim().split('\n')).toEqual([
+      'fairbot: configuration error: FAIR_PORTS must look like 5000:8080, got "5000"',
+      'fairbot: configuration error: SLACK_PORT must be a number',
+    ]);
+  });
+
+  it('npm start with a chat platform but no GPU server exits 2 with one line naming the variables', async () => {
+    const { code, stderr } = await runEntry('src/main.ts', [], { DISCORD_TOKEN: 'discord-token', DATA_DIR: '/nonexistent/fairbot' });
+    expect(code).toBe(2);
+    expect(stderr.trim().split('\n')).toEqual([
+      'fairbot: configuration error: FAIR_EMAIL and FAIR_PASSWORD (to start a GPU server on Fair) or INFERENCE_URL (a diffusion server already running) must be set',
+    ]);
   });
 
   it('the fairbot CLI with a bad value exits 2 the same way', async () => {

@@ -13,6 +13,7 @@ import { Events } from 'discord.js';
 import { registerCommands, type DiscordBot } from '../src/bots/discord/index.js';
 import { discordMessages, messages } from '../src/messages.js';
 import { ADMINISTRATOR_PERMISSIONS } from './standins/discord.js';
+import { startDiffusionStandin } from './standins/diffusion.js';
 import { pngForPrompt } from './standins/png.js';
 import { imageInReply, imagine, replyReads, startDiscordRig, users, type DiscordRig } from './helpers/discordApp.js';
 
@@ -268,6 +269,28 @@ describe('Discord /imagine end to end', () => {
 });
 
 describe('Discord /gpu end to end', () => {
+  it('an unmanaged server (INFERENCE_URL only) that answers shows as ready with an unknown uptime, never "not running"', async () => {
+    const diffusion = await startDiffusionStandin();
+    try {
+      rig = await startDiscordRig({ env: { ADMIN_IDS: `discord:${admin.userId}`, FAIR_EMAIL: '', FAIR_PASSWORD: '', INFERENCE_URL: diffusion.url } });
+      await imageInReply(rig, imagine(rig, 'on a server of our own').id);
+      const status = rig.discord.dispatchInteraction({ name: 'gpu', subcommand: 'status', ...admin });
+      const reply = await rig.discord.waitFor(() => {
+        const m = rig!.discord.originalMessage(status.id);
+        return m && !m.loading ? m : undefined;
+      }, 5_000, 'the status');
+      const field = (name: string) => (reply.embeds[0]!.fields as Array<{ name: string; value: string }>).find((f) => f.name === name)?.value;
+      expect(field(discordMessages.status.state)).toMatch(/^ready for /);
+      expect(field(discordMessages.status.uptime)).toBe(discordMessages.status.uptimeUnknown);
+      expect(reply.embeds[0]!.description).toBe(discordMessages.status.notManaged);
+    } finally {
+      await rig?.close();
+      rig = undefined;
+      await diffusion.close();
+    }
+  });
+
+
   it('refuses a non-admin, privately, even one with Administrator in the guild', async () => {
     rig = await startDiscordRig({ env: { ADMIN_IDS: `discord:${admin.userId}` } });
     const { id } = rig.discord.dispatchInteraction({ name: 'gpu', subcommand: 'status', ...alice, permissions: ADMINISTRATOR_PERMISSIONS });

@@ -1,5 +1,5 @@
 /**
- * The Fair API v0 client (SPEC §3) against the Fair stand-in: login and re-login,
+ * The Fair API v0 client against the Fair stand-in: login and re-login,
  * 64-bit ids, errors with status and message, and the programs as they arrive on the wire.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -203,7 +203,7 @@ describe('FairClient: 64-bit ids', () => {
 });
 
 describe('FairClient: the programs on the wire', () => {
-  it('starts the server with exactly the Create+Start program of SPEC §3 ("ip" is the string "null")', async () => {
+  it('starts the server with exactly the documented Create+Start program ("ip" is the string "null")', async () => {
     const { fair, client } = await setup({ programStatusSequence: ['Queued', 'Queued', 'Processing'] });
     const hostPort = await freePort();
     const from = fair.requests.length;

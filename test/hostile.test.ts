@@ -22,6 +22,14 @@ import { snowflake } from './standins/discord.js';
 import { renderSlackMessage, type FileShare } from './standins/slack.js';
 import { pngForPrompt } from './standins/png.js';
 
+/**
+ * The masked links Discord would render in `content`: `[text](url)` whose `[` is not
+ * escaped (an odd run of backslashes before it escapes it).
+ */
+function maskedLinks(content: string): string[] {
+  return [...content.matchAll(/(\\*)\[([^\]]*)\]\(\s*<?https?:\/\/[^)]*\)/g)].filter((m) => m[1]!.length % 2 === 0).map((m) => m[0]);
+}
+
 /** Prompts refused before any work, with the exact text the user reads. */
 const REFUSED: Array<[what: string, prompt: string, answer: string]> = [
   ['empty', '', messages.promptEmpty],
@@ -129,10 +137,39 @@ describe('hostile prompts on Discord', () => {
     const user = nextUser();
     const { id } = r.discord.dispatchInteraction({ name: 'imagine', options: { prompt }, ...user });
     const reply = await imageInReply(r, id, 20_000);
-    expect(reply.content).toBe(`"${seen}" (asked by <@${user.userId}>)`);
+    // As Discord shows it: without the backslashes that escape markdown (a `[` left by an escape sequence).
+    expect(reply.content.replace(/\\(.)/g, '$1')).toBe(`"${seen}" (asked by <@${user.userId}>)`);
     expect(reply.attachments[0]!.bytes.equals(pngForPrompt(seen))).toBe(true);
     expect(reply.mentions).toEqual({ users: [], roles: [], everyone: false });
     expect(r.fair.diffusion()!.infers.at(-1)!.prompt).toBe(seen);
+  });
+
+  it('every masked link in a prompt shows as text, not as a link, however many on a line', async () => {
+    const user = nextUser();
+    const prompt = '[free gpus](https://evil.example) and [more](https://evil2.example) [x](<https://evil3.example>)';
+    const { id } = r.discord.dispatchInteraction({ name: 'imagine', options: { prompt }, ...user });
+    const reply = await imageInReply(r, id, 20_000);
+    expect(r.fair.diffusion()!.infers.at(-1)!.prompt).toBe(prompt);
+    expect(maskedLinks(reply.content)).toEqual([]);
+    // Discord drops the escaping backslashes: the reader sees the prompt as typed.
+    expect(reply.content.replace(/\\(.)/g, '$1')).toBe(`"${prompt}" (asked by <@${user.userId}>)`);
+  });
+
+  it('a server error full of control characters reaches the user without them', async () => {
+    const user = nextUser();
+    r.fair.diffusion()!.setFault('500-control', { times: 1 });
+    const { id } = r.discord.dispatchInteraction({ name: 'imagine', options: { prompt: 'a crashing server' }, ...user });
+    const reply = await r.discord.waitFor(
+      () => {
+        const m = r.discord.originalMessage(id);
+        return m?.content.startsWith('Image generation failed') ? m : undefined;
+      },
+      20_000,
+      'the failure in the reply',
+    );
+    expect(reply.content).toContain('CUDA error');
+    expect(reply.content).toContain('device lost');
+    expect(reply.content).not.toMatch(/\p{Cc}/u);
   });
 
   it('@everyone, @here, a role and a user in the prompt: shown in the reply, nobody pinged', async () => {

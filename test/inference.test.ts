@@ -1,5 +1,5 @@
 /**
- * The diffusion server client (SPEC §4): every bad answer becomes a failed job with a
+ * The diffusion server client (`GET /healthcheck`, `POST /infer`): every bad answer becomes a failed job with a
  * sentence saying what the server did wrong, never a crash; the bot keeps serving.
  */
 import { createServer, type Server } from 'node:http';

@@ -86,7 +86,7 @@ describe('cold start: exactly one start', () => {
     expect((await imageOf(jobs[0]!)).equals(pngForPrompt('a long wait'))).toBe(true);
     expect((await imageOf(jobs[1]!)).equals(pngForPrompt('another one'))).toBe(true);
     expect(r.fair.startPrograms()).toBe(1);
-    // It kept probing while the model loaded (503), and saw readiness within 250 ms (SPEC: probes ≤ 200 ms apart).
+    // It kept probing while the model loaded (503), and saw readiness within 250 ms (probes at most 200 ms apart).
     expect(loadingProbes.filter((p) => p === '/healthcheck').length).toBeGreaterThan(5);
     expect((await firstInfer).startedAt - loadedAt).toBeLessThan(250);
     // The first job heard that the GPU was warming up, and never failed; the second waited its turn.

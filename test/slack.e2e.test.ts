@@ -22,6 +22,8 @@ describe('Slack /imagine', () => {
     expect(share!.files).toHaveLength(1);
     expect(share!.files[0]!.bytes.equals(pngForPrompt(prompt))).toBe(true);
     expect(share!.files[0]!.filename).toMatch(/\.png$/);
+    // The prompt is the image's screen-reader text (alt_txt), as typed: plain text.
+    expect(share!.files[0]!.altText).toBe(prompt);
     // Names who asked (a mention) and shows the prompt literally: no ping of the channel or of U0OTHER.
     const caption = captionOf(share!);
     expect(caption.text).toBe(`"a red fox <!channel> & <@U0OTHER> in the snow" (asked by @U0ALICE)`);
@@ -304,7 +306,7 @@ describe('Slack start-up errors are stated, not crashed on', () => {
 
   it('a wrong app token stops the Socket Mode start with the reason', async () => {
     await expect(startSlackRig({ socketMode: true, env: { SLACK_APP_TOKEN: 'xapp-1-wrong' } })).rejects.toThrow(
-      'Slack Socket Mode could not connect (apps.connections.open: invalid_auth); check SLACK_APP_TOKEN',
+      'Slack refused SLACK_APP_TOKEN (apps.connections.open: invalid_auth): it must be an app-level token (xapp-...) with the connections:write scope',
     );
   });
 });

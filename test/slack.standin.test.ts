@@ -88,6 +88,37 @@ describe('Slack stand-in with a bare Bolt app', () => {
     expect(slack.callsTo('upload')[0]!.contentType).toMatch(/^multipart\/form-data/);
   });
 
+  it('holds files.getUploadURLExternal to its documented arguments: alt_txt is the alt text, alt_text is refused', async () => {
+    const slack = await standin();
+    const { app } = await httpApp(slack, () => {});
+    const call = (args: Record<string, unknown>) => app.client.apiCall('files.getUploadURLExternal', { filename: 'a.png', length: 3, ...args });
+    await expect(call({ alt_text: 'a fox' })).rejects.toMatchObject({
+      data: { error: 'invalid_arguments', detail: 'not an argument of files.getUploadURLExternal: alt_text' },
+    });
+    await expect(call({ alt_txt: 'x'.repeat(1001) })).rejects.toMatchObject({ data: { error: 'alt_txt_too_large' } });
+    const { upload_url: uploadUrl, file_id: fileId } = (await call({ alt_txt: 'a fox' })) as unknown as { upload_url: string; file_id: string };
+    await fetch(uploadUrl, { method: 'POST', body: 'png' });
+    await app.client.files.completeUploadExternal({ files: [{ id: fileId }], channel_id: slack.channelId });
+    expect(slack.channelFiles()[0]!.files[0]!.altText).toBe('a fox');
+  });
+
+  it('refuses a replace_original that reuses a block_id of the message it replaces', async () => {
+    const slack = await standin();
+    const url = slack.newResponseUrl({ userId: 'U1' });
+    const post = (blockId: string) =>
+      fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ text: blockId, replace_original: true, blocks: [{ type: 'section', block_id: blockId, text: { type: 'plain_text', text: blockId } }] }),
+      });
+    expect((await post('b1')).status).toBe(200);
+    expect((await post('b2')).status).toBe(200);
+    const reused = await post('b2');
+    expect(reused.status).toBe(400);
+    expect(await reused.text()).toBe('invalid_blocks: block_id b2 reused by replace_original');
+    expect(slack.userView('U1').map((m) => m.text)).toEqual(['b2']);
+  });
+
   it('checks the token, reports channel errors and injected faults', async () => {
     const slack = await standin({ channels: { C0OUTSIDE: { member: false } } });
     const { app } = await httpApp(slack, () => {});

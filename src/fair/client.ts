@@ -43,7 +43,7 @@ export interface FairClientOptions {
 
 type Method = 'GET' | 'POST' | 'PUT';
 
-/** Fair API v0 (SPEC §3), through undici. */
+/** Fair API v0 (login, nodes, programs under /api/v0), through undici. */
 export class FairClient {
   private token: string | undefined;
   private loggingIn: Promise<string> | undefined;

@@ -35,7 +35,7 @@ function errorCode(error: unknown): string | undefined {
   return e?.code ?? e?.cause?.code;
 }
 
-/** Talks to a running diffusion server (SPEC §4). It never starts or stops one. */
+/** Talks to a running diffusion server (`GET /healthcheck`, `POST /infer`). It never starts or stops one. */
 export class InferenceClient {
   private readonly agent: Dispatcher;
   private readonly inferAgent: Dispatcher;

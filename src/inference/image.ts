@@ -41,7 +41,7 @@ function decodeBase64(payload: string): Buffer | undefined {
 }
 
 /**
- * Parses the body of `POST /infer` (SPEC §4). Returns the image or a sentence that
+ * Parses the body of `POST /infer` (the diffusion server's answer, `{"output":{"image_b64":...}}`). Returns the image or a sentence that
  * says what the server did wrong; never throws, whatever the body.
  */
 export function parseInferAnswer(body: string): { image: GeneratedImage } | { problem: string } {

@@ -1,7 +1,8 @@
 /**
- * The bot as a real process (`node --import tsx src/main.ts`, what `npm start` runs
- * from source), for test/sigterm.test.ts: its JSON log lines on stdout are read as
- * they come, and its exit is awaited with a deadline.
+ * The bot as a real process (by default `node --import tsx src/main.ts`, what `npm start`
+ * runs from source; test/docker-cmd.test.ts runs the Dockerfile's CMD instead), for
+ * test/sigterm.test.ts: its JSON log lines on stdout are read as they come, and its exit
+ * is awaited with a deadline.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -26,9 +27,18 @@ export interface BotProcess {
   kill(): void;
 }
 
-export function spawnBot(env: Record<string, string>): BotProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: ROOT,
+export interface BotCommand {
+  /** The program and its arguments; `node` is this test's own Node. */
+  argv: string[];
+  cwd: string;
+}
+
+const FROM_SOURCE: BotCommand = { argv: ['node', '--import', 'tsx', 'src/main.ts'], cwd: ROOT };
+
+export function spawnBot(env: Record<string, string>, command: BotCommand = FROM_SOURCE): BotProcess {
+  const [program, ...args] = command.argv;
+  const child = spawn(program === 'node' ? process.execPath : program!, args, {
+    cwd: command.cwd,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

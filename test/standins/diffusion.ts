@@ -1,4 +1,4 @@
-// Stand-in for the diffusion server (SPEC section 4): a real HTTP server on 127.0.0.1
+// Stand-in for the diffusion server (`GET /healthcheck`, `GET /`, `POST /infer`): a real HTTP server on 127.0.0.1
 // with a model-loading phase, the legacy (no /healthcheck) variant, and fault modes.
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -8,6 +8,8 @@ import { PNG_SIGNATURE, pngForPrompt } from './png.js';
 
 export type DiffusionFault =
   | '500'
+  /** HTTP 500 whose plain-text body holds terminal escapes, a bell and a NUL. */
+  | '500-control'
   | '503'
   | 'non-json'
   | 'no-image'
@@ -64,6 +66,8 @@ export interface DiffusionStandin {
 }
 
 const HUGE_BYTES = 26 * 1024 * 1024; // over the 25 MB upload limit
+/** The '500-control' body: what a crashing server may print, colours and all. */
+export const CONTROL_ERROR_BODY = '\u001b[31mCUDA error\u001b[0m\u0007\u0000: device lost\r\n\u001b]0;pwned\u0007';
 let hugeB64: string | undefined; // built once: 26 MB of base64 is not free
 
 /** Waits for an event (optionally matching a predicate) with a deadline, never a sleep. */
@@ -185,6 +189,10 @@ export function startDiffusionStandin(opts: DiffusionOptions = {}): Promise<Diff
     };
     switch (f) {
       case '500': return reply(500, { error: 'CUDA out of memory' });
+      case '500-control':
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end(CONTROL_ERROR_BODY);
+        return end(rec, 500);
       case '503': return reply(503, { error: 'model is loading' });
       case 'no-image': return reply(200, { output: {}, analytics: { inference_time_ms: 1 } });
       case 'bad-base64': return reply(200, { output: { image_b64: '%%%not base64%%%' }, analytics: {} });

@@ -1,4 +1,4 @@
-// Strict validation of the programs the Fair stand-in accepts (SPEC section 3): what a
+// Strict validation of the programs the Fair stand-in accepts (login, nodes, programs under /api/v0): what a
 // malformed program breaks is reported as the 400 message, so a client bug shows as a test
 // failure with its reason, not as a container that never comes.
 

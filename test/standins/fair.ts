@@ -1,4 +1,4 @@
-// Stand-in for the Fair control plane, API v0 / protocol V018 (SPEC section 3): a real HTTP
+// Stand-in for the Fair control plane, API v0 / protocol V018 (the login, nodes and programs fairbot uses): a real HTTP
 // server that validates programs strictly (fair-programs.ts) and runs them as a node would,
 // taking time, so a client meets every window the real one has.
 //
@@ -63,7 +63,7 @@ export type { ProgramKind } from './fair-programs.js';
 export const PROTOCOL_VERSION = 'V018';
 export type ProgramStatus = 'Queued' | 'NotResponding' | 'Processing' | 'Completed';
 export type FairFault = 'down' | '500' | 'slow' | 'login-refused';
-/** The calls of SPEC section 3, as failCall and callCount name them. */
+/** The calls of Fair API v0 fairbot makes, as failCall and callCount name them. */
 export type FairCall = 'login' | 'nodes' | 'create' | 'eof' | 'info' | 'result';
 
 /** How long each step of a program takes on a node. */
@@ -280,7 +280,7 @@ interface Node {
 }
 
 type Reply = { status: number; body?: unknown };
-/** A request as a call of SPEC section 3: `node` and `id` (program or bucket) from its path. */
+/** A request as a Fair API v0 call: `node` and `id` (program or bucket) from its path. */
 type Call = { call: FairCall; node: string; id: string; kind?: ProgramKind };
 
 export async function startFairStandin(opts: FairOptions = {}): Promise<FairStandin> {
@@ -362,7 +362,7 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
     return f.status;
   }
 
-  /** Which call of SPEC section 3 a request is, with its path parameters and the kind of program it is about. */
+  /** Which Fair API v0 call a request is, with its path parameters and the kind of program it is about. */
   function parseCall(method: string, seg: string[], body: unknown): Call | undefined {
     const is = (m: string, pattern: string) => {
       const parts = pattern.split('/');

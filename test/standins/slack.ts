@@ -79,6 +79,8 @@ export interface SharedFile {
   id: string;
   title?: string;
   filename: string;
+  /** The screen-reader description (files.getUploadURLExternal's `alt_txt`). */
+  altText?: string;
   bytes: Buffer;
 }
 
@@ -288,6 +290,9 @@ export interface SlackStandin {
 // ----------------------------------------------------------------------------
 
 const BODY_LIMIT = 64 * 1024 * 1024;
+
+/** files.getUploadURLExternal's documented arguments (docs.slack.dev/reference/methods). */
+const UPLOAD_URL_ARGUMENTS = new Set(['token', 'filename', 'length', 'alt_txt', 'snippet_type']);
 
 function readBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -509,7 +514,7 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
 
   const calls: ApiCall[] = [];
   const uploads = new Map<string, Buffer>();
-  const pendingUploads = new Map<string, { filename: string; length: number; uploaded: boolean }>();
+  const pendingUploads = new Map<string, { filename: string; length: number; altText?: string; uploaded: boolean }>();
   const fileShares: FileShare[] = [];
   const posts: ChannelPost[] = [];
   const ephemerals: EphemeralPost[] = [];
@@ -548,6 +553,26 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
   }
 
   const truthy = (v: unknown) => v === true || v === 'true';
+
+  /**
+   * The block_ids a replace_original through this response_url would carry over from the
+   * message it replaces. Slack: "block_id should be unique for each message and each
+   * iteration of a message. If a message is updated, use a new block_id."
+   */
+  function reusedBlockIds(user: string, body: Record<string, unknown>, responseId: string): string[] {
+    if (!truthy(body.replace_original) || body.blocks === undefined) return [];
+    const source = responseUrls.get(responseId)?.source;
+    const replaced =
+      source?.kind === 'channel'
+        ? posts.find((p) => p.channel === source.channel && p.ts === source.ts)?.blocks
+        : source
+          ? (userMessages.get(source.user) ?? []).find((m) => m.id === source.messageId)?.blocks
+          : (userMessages.get(user) ?? []).find((m) => m.responseId === responseId)?.blocks;
+    const ids = (blocks: unknown) =>
+      (Array.isArray(blocks) ? (blocks as Array<{ block_id?: unknown }>) : []).flatMap((b) => (typeof b.block_id === 'string' ? [b.block_id] : []));
+    const before = new Set(ids(replaced));
+    return ids(parseJsonField(body.blocks)).filter((id) => before.has(id));
+  }
 
   /** A message body sent as a command's or a click's answer (ack body or response_url post). */
   function showAnswer(user: string, channel: string, payload: unknown, via: 'ack' | 'response_url', responseId?: string) {
@@ -778,8 +803,14 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
         const length = Number(params.length);
         if (!filename) return reply({ ok: false, error: 'invalid_arguments', detail: 'filename is required' });
         if (!Number.isInteger(length) || length <= 0) return reply({ ok: false, error: 'invalid_arguments', detail: 'length is required' });
+        // Stricter than Slack, which ignores what it does not know: an argument outside the
+        // documented ones (a misspelt `alt_text` for `alt_txt`) would be silently lost there.
+        const unknown = Object.keys(params).filter((k) => !UPLOAD_URL_ARGUMENTS.has(k));
+        if (unknown.length > 0) return reply({ ok: false, error: 'invalid_arguments', detail: `not an argument of files.getUploadURLExternal: ${unknown.join(', ')}` });
+        const altText = str('alt_txt');
+        if (altText !== undefined && [...altText].length > 1000) return reply({ ok: false, error: 'alt_txt_too_large' });
         const fileId = `F${randomBytes(5).toString('hex').toUpperCase()}`;
-        pendingUploads.set(fileId, { filename, length, uploaded: false });
+        pendingUploads.set(fileId, { filename, length, altText, uploaded: false });
         return reply({ ok: true, upload_url: `${url}/upload/${fileId}`, file_id: fileId });
       }
       case 'files.completeUploadExternal': {
@@ -795,7 +826,7 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
           const pending = f.id ? pendingUploads.get(f.id) : undefined;
           const bytes = f.id ? uploads.get(f.id) : undefined;
           if (!pending || !bytes) return reply({ ok: false, error: 'file_not_found', detail: `no upload for ${f.id}` });
-          shared.push({ id: f.id!, title: f.title, filename: pending.filename, bytes });
+          shared.push({ id: f.id!, title: f.title, filename: pending.filename, altText: pending.altText, bytes });
         }
         if (channel !== undefined) {
           fileShares.push({
@@ -893,6 +924,8 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
       if ('hang' in fault) return;
       return refuse(fault.status, fault.body ?? 'fault');
     }
+    const reused = state.userId ? reusedBlockIds(state.userId, body, id) : [];
+    if (reused.length > 0) return refuse(400, `invalid_blocks: block_id ${reused.join(', ')} reused by replace_original`);
     state.posts += 1;
     post.accepted = true;
     post.status = 200;

@@ -132,13 +132,16 @@ export class Followers {
 
 /**
  * A prompt as Discord should show it, literally: markdown escaped (bold, italics,
- * code, spoilers, masked links, backslashes) and mentions defused so they show as
- * text rather than as a pill: `<@id>`, `<@&id>`, `<#id>` get a backslash (Discord's
- * own escape), `@everyone` / `@here` a zero-width space. allowed_mentions (parse: [])
- * already keeps them from pinging anyone; this keeps them from looking like one.
+ * code, spoilers, backslashes), every `[` escaped so no `[text](url)` in it is a masked
+ * link (discord.js's maskedLink option escapes only the first on a line), and mentions
+ * defused so they show as text rather than as a pill: `<@id>`, `<@&id>`, `<#id>` get a
+ * backslash (Discord's own escape), `@everyone` / `@here` a zero-width space.
+ * allowed_mentions (parse: []) already keeps them from pinging anyone; this keeps them
+ * from looking like one.
  */
 export function escapePrompt(prompt: string): string {
-  return escapeMarkdown(prompt, { maskedLink: true })
+  return escapeMarkdown(prompt)
+    .replace(/\[/g, '\\[')
     .replace(/<(@[!&]?|#|\/)/g, '\\<$1')
     .replace(/@(everyone|here)/gi, '@\u200b$1');
 }

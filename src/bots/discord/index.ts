@@ -9,7 +9,8 @@ import {
   type Interaction,
   type RepliableInteraction,
 } from 'discord.js';
-import { discordMessages, messages } from '../../messages.js';
+import { ConfigError } from '../../config.js';
+import { discordMessages, messages, startupMessages } from '../../messages.js';
 import type { Services } from '../../services.js';
 import { buttons } from './buttons/index.js';
 import { commands } from './commands/index.js';
@@ -177,13 +178,13 @@ export async function startDiscordBot(services: Services, options: DiscordBotOpt
   const readyTimer = setTimeout(() => readyDeadline.abort(), readyTimeoutMs);
   try {
     const ready = once(client, Events.ClientReady, { signal: readyDeadline.signal }).catch((error: unknown) => {
-      throw new Error(`the Discord gateway was not ready within ${readyTimeoutMs / 1000} s`, { cause: error });
+      throw new GatewayNotReady(`the Discord gateway was not ready within ${readyTimeoutMs / 1000} s`, { cause: error });
     });
     // Whichever fails first (a refused token, no gateway) fails the start; neither is left dangling.
     await Promise.all([client.login(config.discordToken), ready]);
   } catch (error) {
     await client.destroy().catch(() => undefined);
-    throw error;
+    throw loginFailure(error, config.discordApiUrl);
   } finally {
     clearTimeout(readyTimer);
     readyDeadline.abort();
@@ -235,4 +236,27 @@ export async function startDiscordBot(services: Services, options: DiscordBotOpt
       return stopped;
     },
   };
+}
+
+class GatewayNotReady extends Error {}
+
+/** Errors of a connection that never got an answer (undici and Node's socket codes). */
+const UNREACHABLE = /^(ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|UND_ERR_\w+)$/;
+
+/**
+ * Why Discord did not start, pointing at the fix: a refused token is a configuration
+ * error (exit 2: restarting will not help); no answer from DISCORD_API_URL (or no
+ * gateway) is the address or the network.
+ */
+function loginFailure(error: unknown, apiUrl: string): Error {
+  const e = (error ?? {}) as { code?: unknown; status?: unknown; message?: unknown; cause?: { code?: unknown } };
+  const detail = typeof e.message === 'string' ? e.message : String(error);
+  if (e.code === 'TokenInvalid' || e.status === 401) {
+    return new ConfigError(startupMessages.refused('Discord', 'DISCORD_TOKEN', detail, startupMessages.discordTokenFix));
+  }
+  const code = String(e.code ?? e.cause?.code ?? '');
+  if (UNREACHABLE.test(code) || error instanceof GatewayNotReady) {
+    return new Error(startupMessages.unreachable('Discord', 'DISCORD_API_URL', apiUrl, detail));
+  }
+  return new Error(startupMessages.failed('Discord', detail));
 }

@@ -26,7 +26,7 @@ export function statusEmbed(view: GpuStatusView, config: Pick<Config, 'idleShutd
     { name: t.state, value: t.stateValue(view.state, t.duration(now - view.stateSince.getTime())), inline: true },
     { name: t.node, value: view.node ? t.nodeValue(view.node, view.hostAddress) : t.none, inline: true },
     { name: t.container, value: view.containerId ? `\`${view.containerId.slice(0, 12)}\`` : t.none, inline: true },
-    { name: t.uptime, value: view.startedAt && running ? t.duration(now - view.startedAt.getTime()) : t.notRunning, inline: true },
+    { name: t.uptime, value: uptimeText(view, running, now), inline: true },
     { name: t.coldStart, value: view.coldStartMs !== undefined ? t.seconds(view.coldStartMs) : t.noneYet, inline: true },
     { name: t.jobs, value: t.jobsValue(view.jobsWaiting, view.jobsRunning), inline: true },
     { name: t.generations, value: String(view.generationsLastHour), inline: true },
@@ -47,6 +47,13 @@ export function statusEmbed(view: GpuStatusView, config: Pick<Config, 'idleShutd
     fields,
     timestamp: new Date(now).toISOString(),
   };
+}
+
+/** Never "not running" beside a running state: a server the bot did not start has no known start. */
+function uptimeText(view: GpuStatusView, running: boolean, now: number): string {
+  const t = discordMessages.status;
+  if (!running) return t.notRunning;
+  return view.startedAt ? t.duration(now - view.startedAt.getTime()) : t.uptimeUnknown;
 }
 
 function idleText(view: GpuStatusView, config: Pick<Config, 'idleShutdownMs'>, now: number): string {

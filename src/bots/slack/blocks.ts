@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { types } from '@slack/bolt';
 import { statusNotes, type GpuStatusView } from '../../commands/gpu.js';
 import type { Requester } from '../../jobs/types.js';
@@ -34,11 +35,17 @@ export function readJobId(value: unknown): string | undefined {
   return typeof value === 'string' && /^[a-z0-9]{4,40}$/.test(value) ? value : undefined;
 }
 
+/**
+ * A block_id new on every rendering: Slack wants a new one each time a message is updated
+ * (replace_original), and nothing reads them back (buttons carry their job id in `value`).
+ */
+const freshBlockId = (name: string) => `${name}_${randomBytes(4).toString('hex')}`;
+
 /** A job's status message while it waits or runs: the text and a Cancel button. */
 export function progressBlocks(text: string, jobId: string): Block[] {
   return [
     { type: 'section', text: mrkdwn(escapeMrkdwn(text)) },
-    { type: 'actions', block_id: `fairbot_job_${jobId}`, elements: [button(ACTIONS.cancel, slackMessages.cancelButton, jobId)] },
+    { type: 'actions', block_id: freshBlockId(`fairbot_job_${jobId}`), elements: [button(ACTIONS.cancel, slackMessages.cancelButton, jobId)] },
   ];
 }
 
@@ -69,7 +76,7 @@ export function rerollBlocks(jobId: string, prompt: string): Block[] {
   return [
     {
       type: 'section',
-      block_id: `fairbot_reroll_${jobId}`,
+      block_id: freshBlockId(`fairbot_reroll_${jobId}`),
       text: plain(slackMessages.rerollPrompt(truncate(prompt, 200))),
       accessory: button(ACTIONS.reroll, slackMessages.rerollButton, jobId, 'primary'),
     },
@@ -82,7 +89,7 @@ export function killConfirmBlocks(question: string): Block[] {
     { type: 'section', text: mrkdwn(escapeMrkdwn(question)) },
     {
       type: 'actions',
-      block_id: 'fairbot_gpu_kill',
+      block_id: freshBlockId('fairbot_gpu_kill'),
       elements: [
         button(ACTIONS.killConfirm, slackMessages.killConfirmButton, 'kill', 'danger'),
         button(ACTIONS.killKeep, slackMessages.killKeepButton, 'keep'),

@@ -18,8 +18,9 @@ async function uploadFile(client: webApi.WebClient, channelId: string, job: Job,
   const { upload_url: uploadUrl, file_id: fileId } = await client.files.getUploadURLExternal({
     filename: `fairbot-${job.id}.${image.extension}`,
     length: image.bytes.length,
-    // Titles and alt text are plain text, not mrkdwn: no escaping.
-    alt_text: truncate(job.prompt, 1000),
+    // The screen-reader text. Slack documents it as `alt_txt` (at most 1000 characters); the
+    // SDK's type says `alt_text`, which Slack ignores. Plain text, not mrkdwn: no escaping.
+    ...({ alt_txt: truncate(job.prompt, 1000) } as object),
   });
   if (!uploadUrl || !fileId) throw Object.assign(new Error('no upload_url'), { code: 'slack_webapi_platform_error', data: { error: 'no_upload_url' } });
   let status: number;

@@ -1,6 +1,8 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { App, HTTPReceiver, SocketModeReceiver, type webApi } from '@slack/bolt';
+import { ConfigError } from '../../config.js';
+import { startupMessages } from '../../messages.js';
 import type { Services } from '../../services.js';
 import type { SlackContext } from './context.js';
 import { describeSlackError } from './errors.js';
@@ -38,6 +40,9 @@ const retryConfig = {
     }
   },
 } as webApi.RetryOptions;
+
+/** Slack's answers to a token it will not take (auth.test, apps.connections.open). */
+const TOKEN_REFUSALS = new Set(['invalid_auth', 'not_authed', 'account_inactive', 'token_revoked', 'token_expired', 'not_allowed_token_type', 'invalid_token']);
 
 const socketRetryConfig: webApi.RetryOptions = { retries: 10_000, factor: 1.5, minTimeout: 1_000, maxTimeout: 30_000, randomize: true };
 
@@ -102,12 +107,25 @@ export async function startSlackBot(services: Services): Promise<SlackBot> {
   const ctx: SlackContext = { services, log, client: app.client, inflight, followers, gpuAckBudgetMs: 2_000, report };
   registerListeners(app, ctx);
 
+  /**
+   * Why Slack did not start, pointing at the fix: no answer from SLACK_API_URL is the
+   * address or the network; a refused token is a configuration error (exit 2: restarting
+   * will not help); anything else names the call and Slack's answer.
+   */
+  const startFailure = (error: unknown, call: string, variable: string, fix: string): Error => {
+    const { code } = describeSlackError(error);
+    report(code);
+    if (code === 'request_error') {
+      return new Error(startupMessages.unreachable('Slack', 'SLACK_API_URL', config.slackApiUrl, `${call} got no answer`));
+    }
+    if (TOKEN_REFUSALS.has(code)) return new ConfigError(startupMessages.refused('Slack', variable, `${call}: ${code}`, fix));
+    return new Error(startupMessages.failed('Slack', `${call} answered ${code}`));
+  };
+
   try {
     await app.init(); // auth.test: a wrong token stops the start here, with the reason
   } catch (error) {
-    const { code } = describeSlackError(error);
-    report(code);
-    throw new Error(`Slack refused SLACK_BOT_TOKEN (auth.test: ${code})`);
+    throw startFailure(error, 'auth.test', 'SLACK_BOT_TOKEN', startupMessages.slackBotTokenFix);
   }
 
   let port: number | undefined;
@@ -121,9 +139,7 @@ export async function startSlackBot(services: Services): Promise<SlackBot> {
     try {
       await app.start();
     } catch (error) {
-      const { code } = describeSlackError(error);
-      report(code);
-      throw new Error(`Slack Socket Mode could not connect (apps.connections.open: ${code}); check SLACK_APP_TOKEN`);
+      throw startFailure(error, 'apps.connections.open', 'SLACK_APP_TOKEN', startupMessages.slackAppTokenFix);
     }
     connected = true;
     log.info('Slack adapter connected (Socket Mode)');

@@ -4,7 +4,7 @@ import { request } from 'undici';
 import { describeSlackError } from './errors.js';
 import { escapeMrkdwn } from './text.js';
 
-/** Slack's limits on a command's response_url (SPEC section 5). */
+/** Slack's limits on a command's response_url: 30 minutes and 5 posts. */
 export const RESPONSE_URL_MAX_POSTS = 5;
 export const RESPONSE_URL_TTL_MS = 30 * 60_000;
 /** Stop using a response_url a little before it expires rather than race the deadline. */

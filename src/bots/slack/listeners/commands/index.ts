@@ -5,7 +5,7 @@ import { escapeMrkdwn } from '../../text.js';
 import { gpuCommand } from './gpu.js';
 import { imagineCommand } from './imagine.js';
 
-/** The command names are a contract (SPEC section 6): the same on Discord and Slack. */
+/** The command names are a contract (/imagine and /gpu, in the README and slack/manifest.yml): the same on Discord and Slack. */
 export const COMMANDS = { imagine: '/imagine', gpu: '/gpu' } as const;
 
 export function registerCommands(app: App, ctx: SlackContext): void {
