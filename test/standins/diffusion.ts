@@ -68,7 +68,17 @@ export interface DiffusionStandin {
 const HUGE_BYTES = 26 * 1024 * 1024; // over the 25 MB upload limit
 /** The '500-control' body: what a crashing server may print, colours and all. */
 export const CONTROL_ERROR_BODY = '\u001b[31mCUDA error\u001b[0m\u0007\u0000: device lost\r\n\u001b]0;pwned\u0007';
-let hugeB64: string | undefined; // built once: 26 MB of base64 is not free
+let hugeAnswer: Buffer | undefined; // built once: 35 MB of JSON is not free
+
+/** The 'huge' fault's answer, built once (when the fault is armed, so no generation waits for it). */
+function buildHugeAnswer(): Buffer {
+  hugeAnswer ??= (() => {
+    const b = Buffer.alloc(HUGE_BYTES);
+    PNG_SIGNATURE.copy(b);
+    return Buffer.from(`{"output":{"image_b64":"${b.toString('base64')}"},"analytics":{"inference_time_ms":1}}`);
+  })();
+  return hugeAnswer;
+}
 
 /** Waits for an event (optionally matching a predicate) with a deadline, never a sleep. */
 export function waitForEvent<T = unknown>(
@@ -199,12 +209,12 @@ export function startDiffusionStandin(opts: DiffusionOptions = {}): Promise<Diff
       case 'not-image':
         return reply(200, { output: { image_b64: Buffer.from('this is plain text, not an image\n').toString('base64') }, analytics: {} });
       case 'huge': {
-        hugeB64 ??= (() => {
-          const b = Buffer.alloc(HUGE_BYTES);
-          PNG_SIGNATURE.copy(b);
-          return b.toString('base64');
-        })();
-        return reply(200, `{"output":{"image_b64":"${hugeB64}"},"analytics":{"inference_time_ms":1}}`);
+        // The whole answer as bytes, built once: the client must refuse it on its Content-Length,
+        // so the headers go out at once rather than after 35 MB of string building on a busy machine.
+        const answer = buildHugeAnswer();
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': answer.length });
+        res.end(answer);
+        return end(rec, 200);
       }
       case 'non-json': {
         const html = '<html><body><h1>502 Bad Gateway</h1></body></html>';
@@ -252,6 +262,7 @@ export function startDiffusionStandin(opts: DiffusionOptions = {}): Promise<Diff
     infers,
     events,
     setFault(f, o = {}) {
+      if (f === 'huge') buildHugeAnswer();
       fault = f;
       faultTimes = o.times ?? Infinity;
     },
