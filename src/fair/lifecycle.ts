@@ -938,7 +938,12 @@ export class GpuLifecycle extends EventEmitter {
         if (status === 'Completed') return null;
       } catch (error) {
         if (signal.aborted) return 'not-yet';
-        // Fair forgot the program, or refuses to say: the container cannot be named now; keep trying later.
+        // Fair does not know the program (404): it made nothing that is still to be named.
+        if (error instanceof FairApiError && error.status === 404) {
+          this.log.warn({ node, programId }, 'Fair does not know this start program; nothing of it to stop');
+          return null;
+        }
+        // Refuses to say for now: keep trying later.
         if (!(error instanceof FairApiError && error.transient)) return 'not-yet';
       }
       try {
