@@ -615,7 +615,11 @@ const commands = fc.commands(
   [
     fc.tuple(proc, fc.integer({ min: 1, max: 2 })).map(([who, n]) => new Submit(who, n)),
     proc.map((who) => new Kill(who)),
-    fc.tuple(proc, trigger, interruption).map(([who, t, then]) => new DuringStart(who, t, then)),
+    fc
+      .tuple(proc, trigger, interruption)
+      // A process exiting while Fair answers its start program's PUT: known bug (see the regression test below).
+      .filter(([, t, then]) => KNOWN_BUGS || !(t === 'put' && (then === 'restart-bot' || then === 'exit-cli')))
+      .map(([who, t, then]) => new DuringStart(who, t, then)),
     fc.constant(new IdleFire()),
     fc.integer({ min: 1, max: 3 }).map((code) => new CrashDiffusion(code)),
     fc.tuple(fc.integer({ min: 1, max: 3 }), fc.constantFrom(5, 60)).map(([code, after]) => new ArmStartupCrash(code, after)),
@@ -651,6 +655,18 @@ describe('counterexamples found by the model (known bugs: they fail until src/ i
   // "change FAIR_PORTS". Either way a container the bot asked for runs untracked.
   it.fails('a start program answered 500 after Fair made it: its container stays tracked', async () => {
     await runSequence([new Faulty({ call: 'create', kind: 'Create', status: '500-after-acting', times: 1 }, 'submit')]);
+  });
+
+  // Found with seed -1261986871: the bot restarts (close()) while Fair answers the start
+  // program's PUT. close() closes the database at once; the late answer's write (lateProgram)
+  // then fails, so the record stays `creating` with no program id while the container starts.
+  // Nothing can name that container any more: the sync loop's pending kill says "Fair has not
+  // answered the start program yet" forever. Worse, the next job adopts the answering server
+  // through finishEarlierStart (record `ready`, still no ids), and /gpu kill then finds "nothing
+  // was created", deletes the record and replies "Stopped the GPU server" with no Kill sent and
+  // the container still running.
+  it.fails('a restart while Fair answers the start program: its container stays tracked, and no false "Stopped"', async () => {
+    await runSequence([new DuringStart('bot', 'put', 'restart-bot'), new Submit('bot', 1), new Kill('bot')]);
   });
 });
 
