@@ -12,7 +12,7 @@
  *   4. no job waited for a server past STARTUP_TIMEOUT_S (+ backoff, + slack);
  *   5. never two live containers (checked on every Fair event, not only at quiescent points).
  *
- * `npm test` runs MODEL_RUNS (default 6) sequences of up to MODEL_MAX_COMMANDS (default 8)
+ * `npm test` runs MODEL_RUNS (default 10) sequences of up to MODEL_MAX_COMMANDS (default 8)
  * commands; `npm run test:model` runs a few hundred. A failure prints fast-check's seed and
  * path: MODEL_SEED=<seed> MODEL_PATH=<path> replays (and shrinks from) that sequence.
  */
@@ -31,7 +31,7 @@ import { FAIR_EMAIL, FAIR_PASSWORD } from './helpers/app.js';
 import { freePort, startFairStandin, type CallFault, type FairStandin, type ProgramKind } from './standins/fair.js';
 import { pngForPrompt } from './standins/png.js';
 
-const RUNS = Number(process.env.MODEL_RUNS ?? 6);
+const RUNS = Number(process.env.MODEL_RUNS ?? 10);
 const MAX_COMMANDS = Number(process.env.MODEL_MAX_COMMANDS ?? 8);
 const SEED = process.env.MODEL_SEED === undefined ? undefined : Number(process.env.MODEL_SEED);
 const PATH = process.env.MODEL_PATH;
@@ -62,6 +62,12 @@ interface Proc {
   name: ProcName;
   services: Services;
   idle: boolean;
+}
+
+interface WorldOptions {
+  timing?: Partial<typeof FAST_TIMING>;
+  /** Jobs may wait no longer than the start's own deadline (no allowance for the known bug). */
+  strictWaits?: boolean;
 }
 
 interface TrackedJob {
@@ -106,6 +112,8 @@ class World {
     readonly dataDir: { path: string; remove(): void },
     hostPort: number,
     readonly reader: ServerRecords,
+    private readonly timing: typeof FAST_TIMING,
+    private readonly waitBoundMs: number,
   ) {
     this.env = fairEnv(fair, hostPort, dataDir.path, {
       ADMIN_IDS: `discord:${admin.userId}`,
@@ -120,11 +128,14 @@ class World {
     });
   }
 
-  static async open(): Promise<World> {
+  static async open({ timing = {}, strictWaits = KNOWN_BUGS }: WorldOptions = {}): Promise<World> {
     const fair = await startFairStandin({ email: FAIR_EMAIL, password: FAIR_PASSWORD });
     const hostPort = await freePort();
     const dir = tempDir('fairbot-model-');
-    const world = new World(fair, dir, hostPort, new ServerRecords(dir.path));
+    // Known bug: a start that must first stop what the record names waits for that stop's own
+    // deadline on top of its own (see the regression test below); allowed for unless strict.
+    const waitBoundMs = WAIT_BOUND_MS + (strictWaits ? 0 : STOP_TIMEOUT_MS);
+    const world = new World(fair, dir, hostPort, new ServerRecords(dir.path), { ...FAST_TIMING, ...timing }, waitBoundMs);
     world.bot = world.spawn('bot', false);
     await world.bot.services.lifecycle.recover();
     return world;
@@ -132,7 +143,7 @@ class World {
 
   spawn(name: ProcName, idle: boolean): Proc {
     const env = { ...this.env, IDLE_SHUTDOWN_MIN: idle ? IDLE_MIN : '0' };
-    const services = createServices(loadConfig(env), { logDestination: new LogCapture(), timing: FAST_TIMING });
+    const services = createServices(loadConfig(env), { logDestination: new LogCapture(), timing: this.timing });
     return { name, services, idle };
   }
 
@@ -227,7 +238,7 @@ class World {
   /** Every job settled (with a deadline far past any legitimate wait). */
   async jobsSettled(): Promise<void> {
     const open = this.jobs.filter((j) => j.finals.length === 0);
-    await eventually(() => open.every((j) => j.finals.length > 0), 2 * WAIT_BOUND_MS + STOP_TIMEOUT_MS + 5_000, 'every job to settle');
+    await eventually(() => open.every((j) => j.finals.length > 0), 2 * this.waitBoundMs + STOP_TIMEOUT_MS + 5_000, 'every job to settle');
   }
 
   /** No start or stop in flight in any process, nothing left running on Fair but Wait programs. */
@@ -286,7 +297,7 @@ class World {
       if (final?.type === 'done' && !final.image.bytes.equals(pngForPrompt(j.prompt))) this.violate(`job "${j.prompt}" got the wrong image`);
       if (final?.type === 'failed' && !KNOWN_FAILURES.some((re) => re.test(final.message))) this.violate(`job "${j.prompt}" failed with an unknown text: ${final.message}`);
       const longest = Math.max(0, ...j.waitsMs);
-      if (longest > WAIT_BOUND_MS) this.violate(`job "${j.prompt}" waited ${longest} ms for a server (bound ${WAIT_BOUND_MS} ms): ${final?.type === 'failed' ? final.message : 'done'}`);
+      if (longest > this.waitBoundMs) this.violate(`job "${j.prompt}" waited ${longest} ms for a server (bound ${this.waitBoundMs} ms): ${final?.type === 'failed' ? final.message : 'done'}`);
     }
     this.note(`  quiescent: live ${live.map((c) => short(c.containerId)).join(',') || 'none'}; record ${describeRecord(record)}; jobs ${this.jobs.map((j) => `${j.prompt.split(' ').pop()}:${outcomeWord(j)}`).join(' ')}`);
   }
@@ -592,6 +603,21 @@ class ExitCli extends Step {
   }
 }
 
+/** Waits for an attempt to finish a pending kill to take the lifecycle lease, then to let it go. */
+class PendingKillAttempt extends Step {
+  check(): boolean {
+    return true;
+  }
+  async act(_m: Model, w: World) {
+    const held = () => w.reader.leases.holderOf(LIFECYCLE_LEASE) !== undefined;
+    await eventually(held, 5_000, 'an attempt to finish the pending kill');
+    await eventually(() => !held(), 20_000, 'the attempt to end');
+  }
+  override toString(): string {
+    return 'an attempt to finish the pending kill runs to its end';
+  }
+}
+
 const proc = fc.constantFrom<ProcName>('bot', 'bot', 'cli');
 const trigger = fc.constantFrom<Trigger>('at-once', 'put', 'created', 'start', 'listening', 'settled');
 const interruption = fc.constantFrom<Interruption>('kill-by-bot', 'kill-by-bot', 'kill-by-cli', 'restart-bot', 'exit-cli');
@@ -668,10 +694,22 @@ describe('counterexamples found by the model (known bugs: they fail until src/ i
   it.fails('a restart while Fair answers the start program: its container stays tracked, and no false "Stopped"', async () => {
     await runSequence([new DuringStart('bot', 'put', 'restart-bot'), new Submit('bot', 1), new Kill('bot')]);
   });
+
+  // Found with seed 1351277613 (shrunk: node stops responding, a start times out and is
+  // abandoned before Fair named its container, then a job): the job's start must first stop
+  // what the record names (retireBeforeStart), and that stop runs to its own deadline
+  // (stopTimeoutMs), not the start's: the job waits STARTUP_TIMEOUT_S + the stop deadline, then
+  // reads "the previous GPU server could not be stopped first". (Issue 12: "A start never waits
+  // for a stop beyond its own STARTUP_TIMEOUT_S".) A stop deadline longer than the start's shows it plainly.
+  it.fails('a start that must stop an abandoned one first still ends within STARTUP_TIMEOUT_S', async () => {
+    // The sync loop rarely: the abandoned start's first pending-kill attempt is the only one before the job.
+    const timing = { stopTimeoutMs: 6_000, syncIntervalMs: 60_000 };
+    await runSequence([new NotResponding(true), new Submit('bot', 1), new PendingKillAttempt(), new Submit('bot', 1)], { timing, strictWaits: true });
+  });
 });
 
-async function runSequence(cmds: Iterable<fc.AsyncCommand<Model, World>>): Promise<void> {
-  const world = await World.open();
+async function runSequence(cmds: Iterable<fc.AsyncCommand<Model, World>>, options: WorldOptions = {}): Promise<void> {
+  const world = await World.open(options);
   try {
     await fc.asyncModelRun(() => ({ model: { cli: false, botIdle: false, notResponding: false }, real: world }), cmds);
     await finalDrain(world);
