@@ -5,7 +5,9 @@
  * sockets. After each command the world is brought to a quiescent point (every job settled,
  * no start or stop in flight anywhere, pending kills given their chance) and the promises
  * are checked:
- *   1. the containers running on Fair are exactly those the shared record tracks (0 or 1);
+ *   1. every container running on Fair is the one the shared record tracks (by container id,
+ *      or by start program while Fair has not named it), and a container Fair killed is never
+ *      still recorded as running (one that crashed by itself stays recorded until a job finds it down);
  *   2. no /gpu kill said "Stopped" while a container of ours was still running, and a kill
  *      that was not confirmed is finished once Fair answers again;
  *   3. every job settled exactly once: its exact image, or a failure message from the catalogue;
@@ -14,7 +16,11 @@
  *
  * `npm test` runs MODEL_RUNS (default 10) sequences of up to MODEL_MAX_COMMANDS (default 8)
  * commands; `npm run test:model` runs a few hundred. A failure prints fast-check's seed and
- * path: MODEL_SEED=<seed> MODEL_PATH=<path> replays (and shrinks from) that sequence.
+ * path: MODEL_SEED=<seed> MODEL_PATH=<path> replays (and shrinks from) that sequence (the same
+ * commands; the interleavings follow real time, so a rare race may need a few replays).
+ * MODEL_VERBOSE=1 prints each command and quiescent point. Bugs the model found in src/ are
+ * pinned below as `it.fails` counterexamples; the random runs steer around them unless
+ * MODEL_KNOWN_BUGS=1 (use it to check a fix).
  */
 import fc from 'fast-check';
 import { describe, it } from 'vitest';
@@ -25,9 +31,8 @@ import { ServerRecords, type ServerRecord } from '../src/fair/records.js';
 import type { FinalEvent, Job } from '../src/jobs/job.js';
 import { messages } from '../src/messages.js';
 import type { Services } from '../src/services.js';
-import { FAST_TIMING, LogCapture, eventually, fairEnv, tempDir } from './helpers/app.js';
+import { FAIR_EMAIL, FAIR_PASSWORD, FAST_TIMING, LogCapture, eventually, fairEnv, tempDir } from './helpers/app.js';
 import { submit, user } from './helpers/jobs.js';
-import { FAIR_EMAIL, FAIR_PASSWORD } from './helpers/app.js';
 import { freePort, startFairStandin, type CallFault, type FairStandin, type ProgramKind } from './standins/fair.js';
 import { pngForPrompt } from './standins/png.js';
 
@@ -217,6 +222,18 @@ class World {
     return reply;
   }
 
+  /**
+   * node-1 answers again. Known bug (see the regression test below): a pending kill polling the
+   * start program at that moment may take it for one that made no container; unless
+   * MODEL_KNOWN_BUGS=1, the node comes back between two attempts (no lease held), which
+   * narrows that window to almost nothing.
+   */
+  async respondAgain(): Promise<void> {
+    if (!KNOWN_BUGS) await eventually(() => !this.reader.leases.holderOf(LIFECYCLE_LEASE), 3 * STOP_TIMEOUT_MS, 'a moment between two pending-kill attempts').catch(() => undefined);
+    this.notResponding = false;
+    this.fair.setNotResponding('node-1', false);
+  }
+
   note(line: string): void {
     this.trace.push(line);
     if (VERBOSE) console.log(line);
@@ -351,7 +368,10 @@ type Interruption = 'kill-by-bot' | 'kill-by-cli' | 'restart-bot' | 'exit-cli';
 
 /** What one command does; every command ends at a checked quiescent point. */
 abstract class Step implements fc.AsyncCommand<Model, World> {
-  abstract check(m: Readonly<Model>): boolean;
+  /** Whether the command makes sense in this model state (most always do). */
+  check(_m: Readonly<Model>): boolean {
+    return true;
+  }
   protected abstract act(m: Model, w: World): Promise<void>;
   abstract toString(): string;
   /** Faults armed for this command are disarmed before the quiescent point. */
@@ -375,9 +395,6 @@ class Submit extends Step {
   ) {
     super();
   }
-  check(): boolean {
-    return true;
-  }
   async act(m: Model, w: World) {
     if (this.who === 'cli') await w.ensureCli();
     m.cli ||= this.who === 'cli';
@@ -391,9 +408,6 @@ class Submit extends Step {
 class Kill extends Step {
   constructor(readonly who: ProcName) {
     super();
-  }
-  check(): boolean {
-    return true;
   }
   async act(m: Model, w: World) {
     m.cli ||= this.who === 'cli';
@@ -413,7 +427,7 @@ class DuringStart extends Step {
   ) {
     super();
   }
-  check(m: Readonly<Model>): boolean {
+  override check(m: Readonly<Model>): boolean {
     return this.then !== 'exit-cli' || m.cli || this.submitter === 'cli';
   }
   async act(m: Model, w: World) {
@@ -464,7 +478,7 @@ async function reached(w: World, trigger: Trigger, job: TrackedJob): Promise<voi
 }
 
 class IdleFire extends Step {
-  check(m: Readonly<Model>): boolean {
+  override check(m: Readonly<Model>): boolean {
     return m.botIdle;
   }
   async act(_m: Model, w: World) {
@@ -481,9 +495,6 @@ class CrashDiffusion extends Step {
   constructor(readonly exitCode: number) {
     super();
   }
-  check(): boolean {
-    return true;
-  }
   async act(_m: Model, w: World) {
     if (w.fair.diffusion()) w.fair.crashDiffusion(this.exitCode);
     else w.note('  (no live diffusion server to crash)');
@@ -499,9 +510,6 @@ class ArmStartupCrash extends Step {
     readonly afterMs: number,
   ) {
     super();
-  }
-  check(): boolean {
-    return true;
   }
   async act(_m: Model, w: World) {
     w.fair.crashDuringStartup({ exitCode: this.exitCode, afterMs: this.afterMs });
@@ -520,9 +528,6 @@ class Faulty extends Step {
     readonly during: 'submit' | 'kill' | 'kill-during-start',
   ) {
     super();
-  }
-  check(): boolean {
-    return true;
   }
   async act(_m: Model, w: World) {
     w.fair.failCall(this.fault);
@@ -543,13 +548,15 @@ class NotResponding extends Step {
   constructor(readonly on: boolean) {
     super();
   }
-  check(m: Readonly<Model>): boolean {
+  override check(m: Readonly<Model>): boolean {
     return m.notResponding !== this.on;
   }
   async act(m: Model, w: World) {
     m.notResponding = this.on;
-    w.notResponding = this.on;
-    w.fair.setNotResponding('node-1', this.on);
+    if (this.on) {
+      w.notResponding = true;
+      w.fair.setNotResponding('node-1', true);
+    } else await w.respondAgain();
   }
   override toString(): string {
     return `node-1 ${this.on ? 'stops responding' : 'responds again'}`;
@@ -563,9 +570,6 @@ class SlowPrograms extends Step {
   ) {
     super();
   }
-  check(): boolean {
-    return true;
-  }
   async act(_m: Model, w: World) {
     w.fair.setTiming({ queueMs: this.queueMs, pullMs: this.pullMs });
   }
@@ -578,9 +582,6 @@ class RestartBot extends Step {
   constructor(readonly idle: boolean) {
     super();
   }
-  check(): boolean {
-    return true;
-  }
   async act(m: Model, w: World) {
     m.botIdle = this.idle;
     await w.restartBot(this.idle);
@@ -591,7 +592,7 @@ class RestartBot extends Step {
 }
 
 class ExitCli extends Step {
-  check(m: Readonly<Model>): boolean {
+  override check(m: Readonly<Model>): boolean {
     return m.cli;
   }
   async act(m: Model, w: World) {
@@ -603,11 +604,33 @@ class ExitCli extends Step {
   }
 }
 
+/**
+ * The node answers again in the worst moment for a pending kill: right after a `result` read
+ * that showed no Create entry, while its `info` request is on the wire (that answer is held
+ * 300 ms, so the start program has meanwhile run to Completed).
+ */
+class NodeBackBetweenResultAndInfo extends Step {
+  async act(m: Model, w: World) {
+    const starts = new Set(w.fair.programs().filter((p) => p.kind === 'Create').map((p) => p.programId));
+    await new Promise<void>((resolve) => {
+      const onRequest = (q: { call?: string; path: string }) => {
+        if (q.call !== 'info' || ![...starts].some((id) => q.path.includes(`/programs/${id}/`))) return;
+        w.fair.events.off('request', onRequest);
+        w.fair.setFault('slow', { times: 1, slowMs: 300 }); // this very info request
+        w.fair.setNotResponding('node-1', false);
+        m.notResponding = w.notResponding = false;
+        resolve();
+      };
+      w.fair.events.on('request', onRequest);
+    });
+  }
+  override toString(): string {
+    return 'node-1 answers again between a result read and an info read of the abandoned start program';
+  }
+}
+
 /** Waits for an attempt to finish a pending kill to take the lifecycle lease, then to let it go. */
 class PendingKillAttempt extends Step {
-  check(): boolean {
-    return true;
-  }
   async act(_m: Model, w: World) {
     const held = () => w.reader.leases.holderOf(LIFECYCLE_LEASE) !== undefined;
     await eventually(held, 5_000, 'an attempt to finish the pending kill');
@@ -706,6 +729,16 @@ describe('counterexamples found by the model (known bugs: they fail until src/ i
     const timing = { stopTimeoutMs: 6_000, syncIntervalMs: 60_000 };
     await runSequence([new NotResponding(true), new Submit('bot', 1), new PendingKillAttempt(), new Submit('bot', 1)], { timing, strictWaits: true });
   });
+
+  // Found with seed 1065130107 (a timing race; the steps below force it): a start given up
+  // while node-1 did not respond is a pending kill. namedContainer reads the program's
+  // `result` (no Create entry yet), then its `info`; when the program runs to Completed in
+  // between, "Completed without a Create entry" is taken for "made no container": the record is
+  // removed as if nothing had been created, and the container runs untracked (a later /gpu kill
+  // says "not running"). Reading `result` again after seeing Completed would close the window.
+  it.fails('a pending kill whose start program completes between its result and info reads still kills the container', async () => {
+    await runSequence([new NotResponding(true), new Submit('bot', 1), new NodeBackBetweenResultAndInfo()]);
+  });
 });
 
 async function runSequence(cmds: Iterable<fc.AsyncCommand<Model, World>>, options: WorldOptions = {}): Promise<void> {
@@ -721,8 +754,7 @@ async function runSequence(cmds: Iterable<fc.AsyncCommand<Model, World>>, option
 /** Fair healthy again, a last /gpu kill: nothing may be left running, nothing left recorded. */
 async function finalDrain(w: World): Promise<void> {
   w.note('final: Fair answers, faults cleared, the bot kills the server');
-  w.notResponding = false;
-  w.fair.setNotResponding('node-1', false);
+  await w.respondAgain();
   w.fair.clearCallFaults();
   await w.quiesce();
   w.check();
