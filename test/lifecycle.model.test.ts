@@ -252,10 +252,12 @@ class World {
     return this.cli ? [this.bot, this.cli] : [this.bot];
   }
 
-  /** Every job settled (with a deadline far past any legitimate wait). */
+  /** Every job settled (with a deadline far past any legitimate wait); a job that never does is a violation. */
   async jobsSettled(): Promise<void> {
     const open = this.jobs.filter((j) => j.finals.length === 0);
-    await eventually(() => open.every((j) => j.finals.length > 0), 2 * this.waitBoundMs + STOP_TIMEOUT_MS + 5_000, 'every job to settle');
+    await eventually(() => open.every((j) => j.finals.length > 0), 2 * this.waitBoundMs + STOP_TIMEOUT_MS + 5_000, 'every job to settle').catch(() =>
+      this.violate(`job(s) never settled: ${open.filter((j) => j.finals.length === 0).map((j) => `"${j.prompt}" (last event ${j.job.lastEvent.type})`).join(', ')}`),
+    );
   }
 
   /** No start or stop in flight in any process, nothing left running on Fair but Wait programs. */
@@ -273,8 +275,13 @@ class World {
 
   /** The quiescent point: jobs settled, nothing in flight, and (Fair answering) pending kills finished. */
   async quiesce(): Promise<void> {
-    await this.jobsSettled();
-    await eventually(() => this.quiet(), PENDING_KILL_BOUND_MS + 10_000, 'a quiescent point (no start, stop or program in flight)');
+    try {
+      await this.jobsSettled();
+      await eventually(() => this.quiet(), PENDING_KILL_BOUND_MS + 10_000, 'a quiescent point (no start, stop or program in flight)');
+    } catch (error) {
+      this.violate(`${(error as Error).message}: ${this.procs().map((p) => `${p.name} ${p.services.lifecycle.state}`).join(', ')}; record ${describeRecord(this.record())}`);
+      return;
+    }
     if (this.notResponding) return;
     try {
       await eventually(() => !isPending(this.record()) && this.quiet(), PENDING_KILL_BOUND_MS, 'the pending kill to be finished');
