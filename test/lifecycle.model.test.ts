@@ -14,7 +14,7 @@
  *   4. no job waited for a server past STARTUP_TIMEOUT_S (+ backoff, + slack);
  *   5. never two live containers (checked on every Fair event, not only at quiescent points).
  *
- * `npm test` runs MODEL_RUNS (default 10) sequences of up to MODEL_MAX_COMMANDS (default 8)
+ * `npm test` runs MODEL_RUNS (default 15) sequences of up to MODEL_MAX_COMMANDS (default 8)
  * commands; `npm run test:model` runs a few hundred. A failure prints fast-check's seed and
  * path: MODEL_SEED=<seed> MODEL_PATH=<path> replays (and shrinks from) that sequence (the same
  * commands; the interleavings follow real time, so a rare race may need a few replays).
@@ -36,7 +36,7 @@ import { submit, user } from './helpers/jobs.js';
 import { freePort, startFairStandin, type CallFault, type FairStandin, type ProgramKind } from './standins/fair.js';
 import { pngForPrompt } from './standins/png.js';
 
-const RUNS = Number(process.env.MODEL_RUNS ?? 10);
+const RUNS = Number(process.env.MODEL_RUNS ?? 15);
 const MAX_COMMANDS = Number(process.env.MODEL_MAX_COMMANDS ?? 8);
 const SEED = process.env.MODEL_SEED === undefined ? undefined : Number(process.env.MODEL_SEED);
 const PATH = process.env.MODEL_PATH;
