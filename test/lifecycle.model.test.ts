@@ -66,7 +66,6 @@ type ProcName = 'bot' | 'cli';
 interface Proc {
   name: ProcName;
   services: Services;
-  idle: boolean;
 }
 
 interface WorldOptions {
@@ -149,7 +148,7 @@ class World {
   spawn(name: ProcName, idle: boolean): Proc {
     const env = { ...this.env, IDLE_SHUTDOWN_MIN: idle ? IDLE_MIN : '0' };
     const services = createServices(loadConfig(env), { logDestination: new LogCapture(), timing: this.timing });
-    return { name, services, idle };
+    return { name, services };
   }
 
   proc(name: ProcName): Proc {
