@@ -715,8 +715,9 @@ describe('counterexamples found by the model (known bugs: they fail until src/ i
   // Found with seed -1261986871: the bot restarts (close()) while Fair answers the start
   // program's PUT. close() closes the database at once; the late answer's write (lateProgram)
   // then fails, so the record stays `creating` with no program id while the container starts.
-  // Nothing can name that container any more: the sync loop's pending kill says "Fair has not
-  // answered the start program yet" forever. Worse, the next job adopts the answering server
+  // Nothing can name that container any more: once STARTUP_TIMEOUT_S has passed, the sync loop's
+  // pending kill says "Fair has not answered the start program yet" forever. Worse, a job within
+  // that window adopts the answering server
   // through finishEarlierStart (record `ready`, still no ids), and /gpu kill then finds "nothing
   // was created", deletes the record and replies "Stopped the GPU server" with no Kill sent and
   // the container still running.
