@@ -712,6 +712,13 @@ describe('counterexamples found by the model (known bugs: they fail until src/ i
     await runSequence([new Faulty({ call: 'create', kind: 'Create', status: '500-after-acting', times: 1 }, 'submit')]);
   });
 
+  // The same with a /gpu kill once the first program's container is created (found with
+  // MODEL_KNOWN_BUGS=1): the kill deals with what the record names (the second start program)
+  // and replies "Stopped the GPU server" while the first program's container, never recorded, runs.
+  it.fails('a start program answered 500 after Fair made it, then /gpu kill: no "Stopped" while its container runs', async () => {
+    await runSequence([new Faulty({ call: 'create', kind: 'Create', status: '500-after-acting', times: 1 }, 'kill-during-start')]);
+  });
+
   // Found with seed -1261986871: the bot restarts (close()) while Fair answers the start
   // program's PUT. close() closes the database at once; the late answer's write (lateProgram)
   // then fails, so the record stays `creating` with no program id while the container starts.
