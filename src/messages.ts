@@ -98,6 +98,8 @@ export const messages = {
     `Could not stop the GPU server: ${serverText(reason)}. It may still be running; the bot keeps trying to stop it, and /gpu status shows what is pending.`,
   gpuKillPending: (reason: string, jobsEnded: number) =>
     `Not stopped yet: ${reason}.${jobsEnded > 0 ? ` ${jobsEnded} job${jobsEnded === 1 ? '' : 's'} waiting or running ${jobsEnded === 1 ? 'was' : 'were'} ended.` : ''} /gpu status shows when it is done.`,
+  gpuKilledAnswerLost: (jobsEnded: number, node: string) =>
+    `Not sure everything is stopped: the bot stopped the GPU server it knows of.${jobsEnded > 0 ? ` ${jobsEnded} job${jobsEnded === 1 ? '' : 's'} waiting or running ${jobsEnded === 1 ? 'was' : 'were'} ended.` : ''} One of its start requests got no answer from Fair and was sent again, so Fair may also have started a container the bot has no id for: check node ${node} (fair node ${node} ...).`,
   gpuKillExternal: (endpoint: string) =>
     `The GPU server at ${endpoint} was not started by this bot, so the bot did not stop it. Stop it where it was started (e.g. fair node <node> kill <container>).`,
   serverExited: (exitCode: number) => `the GPU server exited during start-up (exit code ${exitCode})`,

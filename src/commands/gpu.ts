@@ -79,6 +79,8 @@ async function gpuKill(requester: Requester, services: Services): Promise<GpuRes
     case 'not-running':
     case 'in-use':
       return { ok: true, message: ended > 0 ? messages.gpuKilled(ended) : messages.gpuNotRunning, status };
+    case 'stopped-answer-lost':
+      return { ok: true, message: messages.gpuKilledAnswerLost(ended, outcome.node), status };
     case 'external':
       return { ok: false, message: messages.gpuKillExternal(outcome.endpoint), status };
     case 'pending':

@@ -40,7 +40,9 @@ export type StopOutcome =
   | { kind: 'pending'; reason: string }
   | { kind: 'failed'; reason: string }
   /** Idle stop only: another process is generating on the server. */
-  | { kind: 'in-use' };
+  | { kind: 'in-use' }
+  /** Stopped what the bot knows of; a start request got no answer, so Fair may have made another container. */
+  | { kind: 'stopped-answer-lost'; node: string };
 
 export interface LifecycleTiming {
   /** How often readiness is probed while starting (≤ 200 ms so readiness is seen within 250 ms). */
@@ -459,22 +461,24 @@ export class GpuLifecycle extends EventEmitter {
         record = this.records.get();
       }
       // Whatever the record names no longer serves: it holds the port (and maybe the GPU), so it goes first.
-      if (record) await this.retireBeforeStart(record);
+      if (record) await this.retireBeforeStart(record, signal);
     }
     return this.startFresh(signal, deadline);
   }
 
-  private async retireBeforeStart(record: ServerRecord): Promise<void> {
+  private async retireBeforeStart(record: ServerRecord, signal: AbortSignal): Promise<void> {
     if (record.external) {
       await this.write(() => this.records.remove(record.id));
       return;
     }
     let outcome: StopOutcome;
     try {
-      outcome = await this.retire(record);
+      outcome = await this.retire(record, signal);
     } catch (error) {
       outcome = { kind: 'failed', reason: describe(error) };
     }
+    // Out of time for this start (its deadline ended the stop): say so as the start's timeout.
+    if (signal.aborted) throw signal.reason;
     if (outcome.kind === 'failed' || outcome.kind === 'pending') {
       throw new StartupError('failed', messages.startupFailed(`the previous GPU server could not be stopped first (${outcome.reason})`));
     }
@@ -486,7 +490,14 @@ export class GpuLifecycle extends EventEmitter {
     const until = Math.min(deadline, Date.parse(record.startedAt) + config.startupTimeoutMs);
     this.log.info({ node: record.node, programId: record.programId, containerId: record.containerId }, 'waiting for the GPU server an earlier run started');
     if (await this.waitForEarlier(record.endpoint, until, signal)) {
-      return this.write(() => this.records.update(record.id, { phase: 'ready', coldStartMs: Date.now() - Date.parse(record.startedAt) }));
+      // Ready: it must be stoppable (its container named) or honestly labelled as not stoppable.
+      let containerId = record.containerId;
+      if (!containerId && record.programId) {
+        const named = await this.namedContainer(record.node, record.programId, signal).catch(() => null);
+        containerId = named === 'not-yet' || named === null ? undefined : named;
+      }
+      const coldStartMs = Date.now() - Date.parse(record.startedAt);
+      return this.write(() => this.records.update(record.id, { phase: 'ready', coldStartMs, containerId, external: containerId === undefined }));
     }
     if (Date.now() >= deadline) throw new StartupError('timeout', messages.startupTimeout(config.startupTimeoutMs / 1000));
     this.log.warn({ containerId: record.containerId }, 'the GPU server an earlier run started is not coming up; starting a fresh one');
@@ -520,7 +531,7 @@ export class GpuLifecycle extends EventEmitter {
     this.startProgramsSent++;
     try {
       // Recorded before anything else: from here a container may exist, and must never be lost.
-      await this.advance(id, { phase: 'created', programId: program.programId });
+      await this.advance(id, { phase: 'created', programId: program.programId, startAnswerLost: program.answerLost });
       await this.retrying(() => fair.closeStdin(program.bucketId, { signal }), signal);
       const containerId = await this.createdContainer(node.nodeId, program.programId, signal);
       await this.advance(id, { phase: 'started', containerId });
@@ -562,6 +573,9 @@ export class GpuLifecycle extends EventEmitter {
           return program;
         } catch (error) {
           if (error instanceof FairApiError && error.transient) {
+            // Fair may have made the program all the same: remembered, so no stop of this server
+            // can later claim more than it knows.
+            if (!answerLost) await this.write(() => this.records.update(id, { startAnswerLost: true })).catch(() => undefined);
             answerLost = true;
             const { refused } = await this.deps.inference.probeDetail(endpoint);
             if (!refused) {
@@ -589,6 +603,11 @@ export class GpuLifecycle extends EventEmitter {
             if (this.putInFlight?.recordId === id) this.putInFlight = undefined;
           });
         this.putInFlight = { recordId: id, answer: recorded };
+      } else if (answerLost) {
+        // An earlier request's answer was lost: the record stays as the trace of what may exist
+        // (see retire: it is said on the stop, then forgotten).
+        this.putInFlight = undefined;
+        await this.write(() => this.records.update(id, { abandoned: true })).catch(() => undefined);
       } else {
         this.putInFlight = undefined;
         // Fair did not take the program (as far as can be known): nothing to track.
@@ -833,10 +852,14 @@ export class GpuLifecycle extends EventEmitter {
    * own deadline. The caller holds the lease. A start whose container Fair has not named yet
    * stays recorded as abandoned ("pending"); a Kill that failed stays recorded as stopping.
    */
-  private async retire(record: ServerRecord): Promise<StopOutcome> {
+  private async retire(record: ServerRecord, startSignal?: AbortSignal): Promise<StopOutcome> {
     const fair = this.deps.fair!;
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(new DOMException('stop deadline', 'TimeoutError')), this.timing.stopTimeoutMs);
+    // A stop made for a start ends with that start's deadline too: a start never waits past its own.
+    const onStartAbort = () => abort.abort(startSignal?.reason);
+    startSignal?.addEventListener('abort', onStartAbort, { once: true });
+    if (startSignal?.aborted) onStartAbort();
     const signal = abort.signal;
     try {
       if (record.phase === 'creating' && !record.programId) {
@@ -855,7 +878,7 @@ export class GpuLifecycle extends EventEmitter {
             'a start request whose answer never came: if Fair made it, its container runs untracked; check the node',
           );
           await this.write(() => this.records.remove(record.id));
-          return { kind: 'stopped' };
+          return { kind: 'stopped-answer-lost', node: record.node };
         }
         if (now?.id !== record.id) return { kind: 'stopped' };
         record = now;
@@ -898,9 +921,10 @@ export class GpuLifecycle extends EventEmitter {
       await this.write(() => this.records.remove(record.id)).catch((error: unknown) =>
         this.log.error({ err: error }, 'could not record that the GPU server is gone; the next start finds it gone again'),
       );
-      return { kind: 'stopped' };
+      return record.startAnswerLost ? { kind: 'stopped-answer-lost', node: record.node } : { kind: 'stopped' };
     } finally {
       clearTimeout(timer);
+      startSignal?.removeEventListener('abort', onStartAbort);
     }
   }
 
@@ -993,7 +1017,7 @@ export class GpuLifecycle extends EventEmitter {
       this.epoch++;
       this.setState('stopping');
       const outcome = await this.retire(record).catch((error: unknown): StopOutcome => ({ kind: 'failed', reason: describe(error) }));
-      if (outcome.kind === 'stopped') {
+      if (outcome.kind === 'stopped' || outcome.kind === 'stopped-answer-lost') {
         this.endpoint = undefined;
         this.endpointRecordId = undefined;
         this.setState('stopped');

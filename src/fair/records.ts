@@ -35,11 +35,17 @@ export const serverRecordSchema = z.object({
   abandoned: z.boolean().default(false),
   /** Found answering on our port without a container id of ours: used, never claimed stoppable. */
   external: z.boolean().default(false),
+  /**
+   * A start request of this server got a 5xx or no answer and was sent again: Fair may have made
+   * a second program the bot has no id for (no API lists a node's programs). Said on every stop.
+   */
+  startAnswerLost: z.boolean().default(false),
   /** The lease holder (host:pid:random) of the process that started it. */
   startedBy: z.string().optional(),
 });
 export type ServerRecord = z.infer<typeof serverRecordSchema>;
-export type NewServerRecord = Omit<ServerRecord, 'id' | 'abandoned' | 'external'> & Partial<Pick<ServerRecord, 'abandoned' | 'external'>>;
+type Defaulted = 'abandoned' | 'external' | 'startAnswerLost';
+export type NewServerRecord = Omit<ServerRecord, 'id' | Defaulted> & Partial<Pick<ServerRecord, Defaulted>>;
 
 /** One server today (MAX_SERVERS=1): its slot in the table. */
 const SLOT = 'gpu-0';
