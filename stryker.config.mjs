@@ -10,6 +10,19 @@ export default {
   testRunner: 'vitest',
   vitest: { configFile: 'vitest.mutation.config.ts' },
   mutate: ['src/fair/**/*.ts', 'src/jobs/**/*.ts'],
+  // The suites that drive the core itself (no chat platform in between). The platform suites
+  // test the adapters; they pass through the queue too, but a mutant that survives runs every
+  // test covering it, and a Discord or Slack test costs seconds each.
+  testFiles: [
+    'test/queue.test.ts',
+    'test/durable.test.ts',
+    'test/lifecycle.test.ts',
+    'test/fair-client.test.ts',
+    'test/parsers.property.test.ts',
+    'test/cli.test.ts',
+    'test/logger.test.ts',
+    'test/*.mutation.test.ts',
+  ],
   coverageAnalysis: 'perTest',
   // Mutants of module-level constants need every test run in a fresh environment, each.
   ignoreStatic: true,
