@@ -253,6 +253,21 @@ describe('buttons on a job', () => {
   });
 });
 
+describe('following a job', () => {
+  it('a listener that unsubscribed hears nothing more; the others still get every event to the end', async () => {
+    const r = await rig();
+    const job = submit(r.services, 'followed', user('alice'));
+    const left: string[] = [];
+    const stayed: string[] = [];
+    const unsubscribe = job.subscribe((e) => left.push(e.type));
+    job.subscribe((e) => stayed.push(e.type));
+    unsubscribe();
+    await imageOf(job);
+    expect(left).toHaveLength(1); // the latest event, delivered at once on subscribing
+    expect(stayed.at(-1)).toBe('done');
+  });
+});
+
 describe('shutdown without DATA_DIR', () => {
   it('tells the waiting and the running job that the bot shut down', async () => {
     const r = await rig({ fair: { coldStartMs: 10_000 } });
