@@ -268,6 +268,18 @@ describe('following a job', () => {
   });
 });
 
+describe('why a job failed', () => {
+  it('each failed start gives its waiting jobs the reason observers count it by: startup-timeout, startup-failed', async () => {
+    const slow = await rig({ fair: { diffusion: { loadDelayMs: 60_000 } }, env: { STARTUP_TIMEOUT_S: '1', USER_MAX_PENDING: '5' } });
+    const timedOut = [submit(slow.services, 'one'), submit(slow.services, 'two')];
+    const finals = await Promise.all(timedOut.map((j) => outcome(j)));
+    expect(finals.map((f) => f.type === 'failed' && f.reason)).toEqual(['startup-timeout', 'startup-timeout']);
+
+    const nowhere = await rig({ env: { FAIR_NODE: 'node-9' } });
+    expect(await outcome(submit(nowhere.services, 'nowhere'))).toMatchObject({ type: 'failed', reason: 'startup-failed' });
+  });
+});
+
 describe('shutdown without DATA_DIR', () => {
   it('tells the waiting and the running job that the bot shut down', async () => {
     const r = await rig({ fair: { coldStartMs: 10_000 } });
