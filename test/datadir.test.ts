@@ -19,40 +19,26 @@ import { runCli } from '../src/cli/main.js';
 import { escapeMrkdwn } from '../src/bots/slack/text.js';
 import { messages } from '../src/messages.js';
 import { keepSqliteObjects } from '../src/storage/sqlite.js';
-import { eventually, fairEnv, FAIR_EMAIL, FAIR_PASSWORD, tempDir } from './helpers/app.js';
+import { eventually } from './helpers/app.js';
 import { cleanupAfterEach } from './helpers/cleanup.js';
 import { imagesByPrompt, lastSlackText, recordedJobs } from './helpers/faults.js';
-import { limitFileSize, slackEventsUrl, spawnBot, type BotProcess } from './helpers/faults-process.js';
+import { limitFileSize, slackEventsUrl, slackProcessRig, spawnBot, type BotProcess } from './helpers/faults-process.js';
 import { DONE_TEXT } from './helpers/slack.js';
-import { freePort, startFairStandin, type FairOptions } from './standins/fair.js';
+import type { FairOptions } from './standins/fair.js';
 import { pngForPrompt } from './standins/png.js';
-import { startSlackStandin } from './standins/slack.js';
 
 const cleanup = cleanupAfterEach();
 
 /** Stand-ins and the env of a Slack (HTTP mode) bot on a fresh DATA_DIR. */
 async function setup(fairOptions: FairOptions = {}, extra: Record<string, string> = {}) {
-  const slack = await startSlackStandin();
-  cleanup.defer(() => slack.close());
-  const fair = await startFairStandin({ email: FAIR_EMAIL, password: FAIR_PASSWORD, coldStartMs: 50, ...fairOptions });
-  cleanup.defer(() => fair.close());
-  const dir = tempDir('fairbot-datadir-');
-  cleanup.defer(() => dir.remove());
-  const env = fairEnv(fair, await freePort(), dir.path, {
-    SLACK_BOT_TOKEN: slack.botToken,
-    SLACK_SIGNING_SECRET: slack.signingSecret,
-    SLACK_API_URL: slack.apiUrl,
-    SLACK_PORT: '0',
-    LOG_LEVEL: 'info',
-    INSTANCE_LEASE_S: '1',
-    ...extra,
-  });
+  const rig = await slackProcessRig((fn) => cleanup.defer(fn), { coldStartMs: 50, ...fairOptions });
+  const env = { ...rig.env, INSTANCE_LEASE_S: '1', ...extra };
   const bot = (): BotProcess => {
     const started = spawnBot(env);
     cleanup.defer(() => started.kill());
     return started;
   };
-  return { slack, fair, dataDir: dir.path, env, bot };
+  return { ...rig, env, bot };
 }
 
 async function healthz(bot: BotProcess): Promise<{ status: number; text: string }> {

@@ -286,7 +286,8 @@ function serverMessage(text: string): string {
   return text.trim().slice(0, 300) || 'no message';
 }
 
-function errText(err: unknown): string {
+/** The text of a program's Err entry (a string, or JSON of whatever Fair put there). */
+export function errText(err: unknown): string {
   if (typeof err === 'string') return err;
   try {
     return JSON.stringify(err).slice(0, 300);

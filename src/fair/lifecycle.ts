@@ -5,7 +5,7 @@ import type { InferenceClient } from '../inference/client.js';
 import { messages } from '../messages.js';
 import { newHolderId } from '../storage/leases.js';
 import { isBusy, retryBusy } from '../storage/sqlite.js';
-import { delay, FairApiError, type FairClient, type FairNode } from './client.js';
+import { delay, errText, FairApiError, type FairClient, type FairNode } from './client.js';
 import { exitCodeOf, meansAlreadyGone, startServerProgram, waitProgram, type ContainerSpec } from './programs.js';
 import { ServerRecords, type NewServerRecord, type ServerRecord } from './records.js';
 
@@ -1235,15 +1235,6 @@ function isKilled(cause: unknown): boolean {
 function passing(error: unknown): undefined {
   if (error instanceof FairApiError && error.transient) return undefined;
   throw error;
-}
-
-function errText(err: unknown): string {
-  if (typeof err === 'string') return err;
-  try {
-    return JSON.stringify(err).slice(0, 300);
-  } catch {
-    return String(err);
-  }
 }
 
 /** Resolves when `signal` aborts. */
