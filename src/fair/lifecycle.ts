@@ -243,7 +243,8 @@ export class GpuLifecycle extends EventEmitter {
     this.busy = busy;
     if (busy > 0) this.clearIdleTimer();
     else this.armIdleTimer();
-    void this.holdUseLease();
+    // Written when use starts or ends, not on every job: the sync loop renews it meanwhile.
+    if (busy > 0 !== this.usingServer) void this.holdUseLease();
   }
 
   noteGeneration(ms: number): void {
