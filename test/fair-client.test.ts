@@ -168,6 +168,8 @@ describe('FairClient: 64-bit ids', () => {
     expect(fairId(42)).toBe('42');
     expect(fairId(null)).toBeUndefined();
     expect(fairId(1.5)).toBeUndefined();
+    expect(fairId('')).toBeUndefined();
+    expect(fairId('42')).toBe('42');
   });
 
   it('sends program and bucket ids back exactly as the stand-in sent them', async () => {

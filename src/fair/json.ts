@@ -12,7 +12,7 @@ export function parseFairJson(text: string): unknown {
 /** An id as the exact string Fair sent, whether it arrived as a number or a string. */
 export function fairId(value: unknown): string | undefined {
   if (typeof value === 'string' && value.length > 0) return value;
-  if (typeof value === 'number' && Number.isInteger(value)) return String(value);
-  if (typeof value === 'bigint') return value.toString();
+  // parseFairJson gives a safe integer as a number, a larger one as its string.
+  if (Number.isInteger(value)) return String(value);
   return undefined;
 }
