@@ -17,6 +17,8 @@ export default {
     'test/queue.test.ts',
     'test/durable.test.ts',
     'test/lifecycle.test.ts',
+    'test/lifecycle.invariants.test.ts',
+    'test/fair-address.test.ts',
     'test/fair-client.test.ts',
     'test/parsers.property.test.ts',
     'test/cli.test.ts',
