@@ -9,20 +9,11 @@ import type { Services } from '../src/services.js';
 import { JobStore } from '../src/jobs/store.js';
 import { keepSqliteObjects } from '../src/storage/sqlite.js';
 import { FAST_TIMING, LogCapture, eventually, fairEnv, tempDir } from './helpers/app.js';
+import { withStore } from './helpers/jobs.js';
 import { freePort, startFairStandin, type FairStandin } from './standins/fair.js';
 import { pngForPrompt } from './standins/png.js';
 
 const slack = (userId: string) => ({ platform: 'slack' as const, userId, channelId: 'C1' });
-
-/** Reads DATA_DIR beside the running bot (SQLite WAL allows it), closing the store again. */
-function fromStore<T>(dataDir: string, read: (store: JobStore) => T): T {
-  const store = new JobStore(dataDir);
-  try {
-    return read(store);
-  } finally {
-    store.close();
-  }
-}
 
 /** A bot process as far as the core is concerned: durable services on one DATA_DIR. */
 function boot(env: Record<string, string>): { services: Services; logs: LogCapture } {
@@ -95,7 +86,7 @@ describe('durable jobs', () => {
     const outcome = await job.outcome;
     expect(outcome.type).toBe('done');
     // The adapter never got to post it: crash.
-    await eventually(() => fromStore(dir.path, (store) => store.unfinished().some((r) => r.state === 'generated')), 2_000, 'image recorded');
+    await eventually(() => withStore(dir.path, (store) => store.unfinished().some((r) => r.state === 'generated')), 2_000, 'image recorded');
     await stopHard(first.services);
     running.pop();
     const infersBefore = fair.diffusion()!.infers.length;
@@ -133,7 +124,7 @@ describe('durable jobs', () => {
     expect((await job.outcome).type).toBe('done');
     await eventually(() => first.logs.text.includes('the job ended before its image was kept'), 2_000, 'the late file dropped');
     expect(readdirSync(join(dir.path, 'images'))).toEqual([]);
-    expect(fromStore(dir.path, (store) => store.get(job.id)?.state)).toBe('delivered');
+    expect(withStore(dir.path, (store) => store.get(job.id)?.state)).toBe('delivered');
     await stopHard(first.services);
     running.pop();
 

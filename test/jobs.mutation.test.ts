@@ -12,12 +12,11 @@ import { imagine } from '../src/commands/imagine.js';
 import { reroll } from '../src/commands/reroll.js';
 import { loadConfig } from '../src/config.js';
 import type { Job } from '../src/jobs/job.js';
-import { JobStore } from '../src/jobs/store.js';
 import { messages } from '../src/messages.js';
 import type { Services } from '../src/services.js';
 import { FAST_TIMING, LogCapture, eventually, fairEnv, startCoreRig, tempDir, type CoreRig } from './helpers/app.js';
 import { cleanupAfterEach } from './helpers/cleanup.js';
-import { failureOf, imageOf, outcome, record, submit, user } from './helpers/jobs.js';
+import { failureOf, imageOf, outcome, record, submit, user, withStore } from './helpers/jobs.js';
 import { freePort, startFairStandin, type FairOptions, type FairStandin } from './standins/fair.js';
 import { pngForPrompt } from './standins/png.js';
 
@@ -43,16 +42,6 @@ function boot(env: Record<string, string>): { services: Services; logs: LogCaptu
     services.jobs.close();
   });
   return { services, logs };
-}
-
-/** Opens DATA_DIR's job store for `use` (as an earlier run left it), closing it again. */
-function withStore<T>(dataDir: string, use: (store: JobStore) => T): T {
-  const store = new JobStore(dataDir);
-  try {
-    return use(store);
-  } finally {
-    store.close();
-  }
 }
 
 /** Every job the restarted bot hands to the Slack adapter, by id. */

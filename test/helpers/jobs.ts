@@ -4,6 +4,7 @@
  */
 import { imagine } from '../../src/commands/imagine.js';
 import type { FinalEvent, Job } from '../../src/jobs/job.js';
+import { JobStore } from '../../src/jobs/store.js';
 import type { JobEvent, Requester } from '../../src/jobs/types.js';
 import type { Services } from '../../src/services.js';
 
@@ -58,4 +59,14 @@ export async function failureOf(job: Job, timeoutMs?: number): Promise<string> {
   const final = await outcome(job, timeoutMs);
   if (final.type !== 'failed') throw new Error(`job "${job.prompt}" succeeded, a failure was expected`);
   return final.message;
+}
+
+/** Opens DATA_DIR's job store for `use` (beside a running bot: SQLite WAL allows it), closing it again. */
+export function withStore<T>(dataDir: string, use: (store: JobStore) => T): T {
+  const store = new JobStore(dataDir);
+  try {
+    return use(store);
+  } finally {
+    store.close();
+  }
 }
