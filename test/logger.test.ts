@@ -177,7 +177,13 @@ describe('createLogger', () => {
       expect(text).not.toContain(leaked);
     }
     expect(text.match(/\[REDACTED\]/g)!.length).toBeGreaterThanOrEqual(8);
-    // Secrets shorter than 4 characters are not scrubbed (they would mangle ordinary text).
-    expect(logs.entries().some((e) => String(e.msg).includes('a message that quotes'))).toBe(true);
+    expect(logs.entries().find((e) => String(e.msg).startsWith('a message that quotes'))?.msg).toBe('a message that quotes [REDACTED]');
+  });
+
+  it('leaves secrets shorter than 4 characters in the text (they would mangle ordinary words); 4 and more are scrubbed', () => {
+    const logs = new LogCapture();
+    const logger = createLogger({ level: 'info', destination: logs, secrets: ['abc', 'wxyz'] });
+    logger.info('abcdef and wxyz and abc');
+    expect(logs.entries()[0]?.msg).toBe('abcdef and [REDACTED] and abc');
   });
 });
