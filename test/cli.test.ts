@@ -15,7 +15,7 @@ import { inTerminalWords, messages } from '../src/messages.js';
 import { FAIR_EMAIL, FAIR_PASSWORD, tempDir } from './helpers/app.js';
 import { recordOutput } from './helpers/secret-scan.js';
 import { startDiffusionStandin, type DiffusionStandin } from './standins/diffusion.js';
-import { freePort, startFairStandin, type FairStandin } from './standins/fair.js';
+import { freePort, startFairStandin } from './standins/fair.js';
 import { pngForPrompt } from './standins/png.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));

@@ -507,7 +507,7 @@ export class GpuLifecycle extends EventEmitter {
 
   /** Sends the start program, records each step before the next, and waits for readiness. */
   private async startFresh(signal: AbortSignal, deadline: number): Promise<{ endpoint: string; record?: ServerRecord }> {
-    const { config, inference } = this.deps;
+    const { config } = this.deps;
     const fair = this.deps.fair!;
     const node = await this.retrying(() => this.pickNode(signal), signal);
     const endpoint = config.inferenceUrl ?? (node.hostAddress ? `http://${node.hostAddress}:${config.fairPorts.host}` : undefined);

@@ -496,7 +496,10 @@ export class JobService {
     const { lifecycle } = this.deps;
     const tick = () => {
       const retryInMs = lifecycle.retryInMs();
-      if (retryInMs !== undefined && !job.ended) return job.emit({ type: 'retrying', inS: retryInMs / 1000 });
+      if (retryInMs !== undefined && !job.ended) {
+        job.emit({ type: 'retrying', inS: retryInMs / 1000 });
+        return;
+      }
       const warmingMs = lifecycle.warmingForMs();
       if (warmingMs === undefined || lifecycle.state === 'ready' || job.ended) return;
       const left = lifecycle.expectedColdStartLeftMs();

@@ -41,7 +41,7 @@ export class Leases {
   private readonly stmts;
   private readonly acquireTx;
 
-  constructor(private readonly db: Database.Database) {
+  constructor(db: Database.Database) {
     db.exec(`CREATE TABLE IF NOT EXISTS leases (
       name TEXT PRIMARY KEY,
       holder TEXT NOT NULL,

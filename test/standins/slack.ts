@@ -728,7 +728,7 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     // credential field itself excepted: Slack is where the token belongs).
     const { token: _credential, ...said } = params;
     recordOutput(`slack ${method}`, JSON.stringify(said, (_k, v: unknown) => (Buffer.isBuffer(v) ? `<${v.length} bytes>` : v)));
-    const { call, record } = logCall(method, params, req, token);
+    const { record } = logCall(method, params, req, token);
     const reply = (body: Record<string, unknown>) => {
       record(200, body);
       send(res, 200, body);
