@@ -53,7 +53,13 @@ async function main() {
     if (!gates) throw new Error('imagine-batch needs BENCH_GATE=1');
     for (let i = 0; i < Math.max(nSlack, nDiscord); i++) {
       if (i < nSlack) await slack.sendSlashCommand(eventsUrl, { command: '/imagine', text: `${tag} slack ${i}`, user_id: `U0MEM${i}` });
-      if (i < nDiscord) discord.dispatchInteraction({ name: 'imagine', options: { prompt: `${tag} discord ${i}` }, userId: snowflake(Date.now() - 4e9 - i * 1e6), userName: `mem${i}` });
+      if (i < nDiscord)
+        discord.dispatchInteraction({
+          name: 'imagine',
+          options: { prompt: `${tag} discord ${i}` },
+          userId: snowflake(Date.now() - 4e9 - i * 1e6),
+          userName: `mem${i}`,
+        });
     }
     return {};
   }
@@ -89,7 +95,9 @@ async function main() {
             .then((r) => ({ ms: r.ackMs, refused: r.status !== 200 || !/^(Queued|Warming)/.test(r.text ?? '') })),
         );
       } else {
-        discordIds.push(discord.dispatchInteraction({ name: 'imagine', options: { prompt }, userId: snowflake(Date.now() - 2e9 - i * 1e6), userName: `ack${i}` }).id);
+        discordIds.push(
+          discord.dispatchInteraction({ name: 'imagine', options: { prompt }, userId: snowflake(Date.now() - 2e9 - i * 1e6), userName: `ack${i}` }).id,
+        );
       }
     }
     const slackResults = await Promise.all(slackAcks);

@@ -20,7 +20,10 @@ import { fairbotBurst, tutorialBurst, tutorialWarmOverhead, type BurstResult } f
 import { adapterSections } from './scenarios/adapters.js';
 
 const quick = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
-const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');
+const only = process.argv
+  .find((a) => a.startsWith('--only='))
+  ?.slice('--only='.length)
+  .split(',');
 const want = (section: string) => !only || only.includes(section);
 
 /** Time scale for measurement 6: 1/40, so a 120 s cold start takes 3 s. */
@@ -54,14 +57,22 @@ async function repeat<T>(label: string, runs: number, fn: (run: number) => Promi
 }
 
 function overheadRows(id: string, label: string, runs: OverheadRun[], note: string) {
-  raw[id] = runs.map((r) => ({ p50: round(r.p50), p99: round(r.p99), totalMedianMs: round(r.totalMedianMs), generationMedianMs: round(r.generationMedianMs), n: r.overheadsMs.length }));
+  raw[id] = runs.map((r) => ({
+    p50: round(r.p50),
+    p99: round(r.p99),
+    totalMedianMs: round(r.totalMedianMs),
+    generationMedianMs: round(r.generationMedianMs),
+    n: r.overheadsMs.length,
+  }));
   rows.push(row(`${id}-p50`, `(1) overhead/job ${label}, p50`, 'ms', summarize(runs.map((r) => r.p50)), { op: '<=', value: 10 }, note));
   rows.push(row(`${id}-p99`, `(1) overhead/job ${label}, p99`, 'ms', summarize(runs.map((r) => r.p99)), { op: '<=', value: 50 }, note));
 }
 
 async function main() {
   const roundTripStart = await loopbackRoundTripUs();
-  progress(`${quick ? 'quick' : 'full'} run; ${cpus().length} CPUs, load average ${loadStart.map((l) => l.toFixed(2)).join(' ')}, loopback round trip ${roundTripStart.toFixed(0)} µs`);
+  progress(
+    `${quick ? 'quick' : 'full'} run; ${cpus().length} CPUs, load average ${loadStart.map((l) => l.toFixed(2)).join(' ')}, loopback round trip ${roundTripStart.toFixed(0)} µs`,
+  );
 
   // ---- (1) overhead per job ---------------------------------------------------------------
   if (want('overhead')) {
@@ -82,9 +93,21 @@ async function main() {
       }
       return median(times);
     });
-    rows.push(row('decode-1mb', '(1) of which: decoding a 1 MB /infer answer', 'ms CPU', summarize(decode), undefined, 'parseInferAnswerBytes (src/inference/image.ts), median of 20 calls'));
+    rows.push(
+      row(
+        'decode-1mb',
+        '(1) of which: decoding a 1 MB /infer answer',
+        'ms CPU',
+        summarize(decode),
+        undefined,
+        'parseInferAnswerBytes (src/inference/image.ts), median of 20 calls',
+      ),
+    );
   }
-  for (const section of await adapterSections.overhead(want, P, progress)) rows.push(...section.rows), Object.assign(raw, section.raw);
+  for (const section of await adapterSections.overhead(want, P, progress)) {
+    rows.push(...section.rows);
+    Object.assign(raw, section.raw);
+  }
 
   // ---- (2) GPU idle gap ---------------------------------------------------------------------
   if (want('gap')) {
@@ -107,12 +130,17 @@ async function main() {
     });
     raw.readyToFirst = trials.map((v) => v.map((x) => round(x)));
     const note = `${P.r2fTrials} cold starts/run, production probe interval (150 ms); 'loaded' → first /infer`;
-    rows.push(row('ready-first-max', '(3) ready → first /infer, worst of run', 'ms', summarize(trials.map((v) => Math.max(...v))), { op: '<=', value: 250 }, note));
+    rows.push(
+      row('ready-first-max', '(3) ready → first /infer, worst of run', 'ms', summarize(trials.map((v) => Math.max(...v))), { op: '<=', value: 250 }, note),
+    );
     rows.push(row('ready-first-p50', '(3) ready → first /infer, median', 'ms', summarize(trials.map((v) => median(v))), undefined, note));
   }
 
   // ---- (4) acknowledgement latency (adapters) --------------------------------------------------
-  for (const section of await adapterSections.ack(want, P, progress)) rows.push(...section.rows), Object.assign(raw, section.raw);
+  for (const section of await adapterSections.ack(want, P, progress)) {
+    rows.push(...section.rows);
+    Object.assign(raw, section.raw);
+  }
 
   // ---- (5) memory ---------------------------------------------------------------------------
   if (want('memory')) {
@@ -122,12 +150,40 @@ async function main() {
     raw.memory = { how: waiting[0]?.how, waiting, delivery };
     const how = waiting[0]?.how ?? '';
     rows.push(row('rss-idle', '(5) RSS, bot idle (baseline)', 'MB', summarize(waiting.map((r) => mb(r.baselineRss))), undefined, `child process: ${how}`));
-    rows.push(row('rss-waiting', '(5) RSS, 1,000 jobs waiting (peak)', 'MB', summarize(waiting.map((r) => mb(r.peakRss))), { op: '<=', value: 150 }, 'GPU cold, QUEUE_MAX 1100, durable'));
+    rows.push(
+      row(
+        'rss-waiting',
+        '(5) RSS, 1,000 jobs waiting (peak)',
+        'MB',
+        summarize(waiting.map((r) => mb(r.peakRss))),
+        { op: '<=', value: 150 },
+        'GPU cold, QUEUE_MAX 1100, durable',
+      ),
+    );
     rows.push(row('rss-waiting-settled', '(5) RSS, 1,000 jobs waiting (settled)', 'MB', summarize(waiting.map((r) => mb(r.settledRss)))));
-    rows.push(row('rss-delivery', '(5) RSS, 20 × 5 MB images in delivery (peak)', 'MB', summarize(delivery.map((r) => mb(r.peakRss))), { op: '<=', value: 300 }, 'core: done events held, not yet delivered'));
-    rows.push(row('rss-delivery-live', '(5) of which still referenced after GC (heap + buffers)', 'MB', summarize(delivery.map((r) => mb(r.live.heapUsed + r.live.external)))));
+    rows.push(
+      row(
+        'rss-delivery',
+        '(5) RSS, 20 × 5 MB images in delivery (peak)',
+        'MB',
+        summarize(delivery.map((r) => mb(r.peakRss))),
+        { op: '<=', value: 300 },
+        'core: done events held, not yet delivered',
+      ),
+    );
+    rows.push(
+      row(
+        'rss-delivery-live',
+        '(5) of which still referenced after GC (heap + buffers)',
+        'MB',
+        summarize(delivery.map((r) => mb(r.live.heapUsed + r.live.external))),
+      ),
+    );
   }
-  for (const section of await adapterSections.memory(want, P, progress)) rows.push(...section.rows), Object.assign(raw, section.raw);
+  for (const section of await adapterSections.memory(want, P, progress)) {
+    rows.push(...section.rows);
+    Object.assign(raw, section.raw);
+  }
 
   // ---- (6) side by side with the tutorial -----------------------------------------------------
   let sideBySide: string | undefined;
@@ -153,13 +209,25 @@ async function main() {
     const core = rows.filter((r) => r.id.startsWith('core-'));
     const warmRow = (p: 'p50' | 'p99') => {
       const fb = core.find((r) => r.id === `core-${p}`);
-      return [`overhead per warm job, ${p} (ms)`, span(tutorialWarm.map((r) => r[p])), fb ? `${fmt(fb.summary.median)} [${fmt(fb.summary.min)}–${fmt(fb.summary.max)}]` : 'n/a'];
+      return [
+        `overhead per warm job, ${p} (ms)`,
+        span(tutorialWarm.map((r) => r[p])),
+        fb ? `${fmt(fb.summary.median)} [${fmt(fb.summary.min)}–${fmt(fb.summary.max)}]` : 'n/a',
+      ];
     };
     sideBySide = table(
       ['(6) burst of 20 requests while the GPU is cold', 'tutorial flow', 'fairbot'],
       [
-        ...colds.map((c) => [`start programs sent, cold start ${c} s`, span(burst[c]!.tutorial.map((b) => b.startPrograms)), span(burst[c]!.fairbot.map((b) => b.startPrograms))]),
-        ...colds.map((c) => [`requests served of 20, cold start ${c} s`, span(burst[c]!.tutorial.map((b) => b.served)), span(burst[c]!.fairbot.map((b) => b.served))]),
+        ...colds.map((c) => [
+          `start programs sent, cold start ${c} s`,
+          span(burst[c]!.tutorial.map((b) => b.startPrograms)),
+          span(burst[c]!.fairbot.map((b) => b.startPrograms)),
+        ]),
+        ...colds.map((c) => [
+          `requests served of 20, cold start ${c} s`,
+          span(burst[c]!.tutorial.map((b) => b.served)),
+          span(burst[c]!.fairbot.map((b) => b.served)),
+        ]),
         warmRow('p50'),
         warmRow('p99'),
         ...(['p50', 'p99'] as const).flatMap((p) => {
@@ -181,7 +249,9 @@ async function main() {
   const out: string[] = [];
   out.push(`fairbot bench, ${new Date().toISOString()}${quick ? ' (quick)' : ''}`);
   out.push(`machine: ${machine}`);
-  out.push(`load average at start ${loadStart.map((l) => l.toFixed(2)).join(' ')}, at end ${loadEnd.map((l) => l.toFixed(2)).join(' ')} (other work on the machine shows up as spread)`);
+  out.push(
+    `load average at start ${loadStart.map((l) => l.toFixed(2)).join(' ')}, at end ${loadEnd.map((l) => l.toFixed(2)).join(' ')} (other work on the machine shows up as spread)`,
+  );
   out.push(
     `machine speed (bench/lib/machine.ts): a fixed CPU task ${speed.median.toFixed(2)} ms [${speed.min.toFixed(2)}–${speed.max.toFixed(2)}] over ${yardsticks.length} samples between runs; ` +
       `a loopback round trip ${roundTripStart.toFixed(0)} µs at the start, ${roundTripEnd.toFixed(0)} at the end` +
@@ -193,8 +263,12 @@ async function main() {
   out.push(metricsTable(rows));
   if (sideBySide) {
     out.push('');
-    out.push(`TIME SCALE 1/${Math.round(1 / SCALE)} for the bursts: cold starts of 8/45/120 s take ${[8, 45, 120].map((c) => `${Math.round(c * 1000 * SCALE)} ms`).join('/')};`);
-    out.push(`the tutorial's 1 s timeouts and intervals take ${Math.round(1000 * SCALE)} ms; fairbot's STARTUP_TIMEOUT_S (600 s) is ${600 * SCALE} s and its probe/poll`);
+    out.push(
+      `TIME SCALE 1/${Math.round(1 / SCALE)} for the bursts: cold starts of 8/45/120 s take ${[8, 45, 120].map((c) => `${Math.round(c * 1000 * SCALE)} ms`).join('/')};`,
+    );
+    out.push(
+      `the tutorial's 1 s timeouts and intervals take ${Math.round(1000 * SCALE)} ms; fairbot's STARTUP_TIMEOUT_S (600 s) is ${600 * SCALE} s and its probe/poll`,
+    );
     out.push('intervals and backoffs are scaled the same way. Overheads per warm job are in real time (1 MB PNG). fairbot column: the core.');
     out.push(sideBySide);
   }
@@ -228,4 +302,3 @@ main().then(
     process.exit(1);
   },
 );
-

@@ -350,7 +350,9 @@ async function main(): Promise<number> {
     if (done - lastReport >= 50) {
       lastReport = done - (done % 50);
       const m = process.memoryUsage();
-      say(`${done} outcomes, ${submitted} submitted, RSS ${(m.rss / MB).toFixed(0)} MB, heap ${(m.heapUsed / MB).toFixed(0)} MB, Buffers ${(m.arrayBuffers / MB).toFixed(0)} MB`);
+      say(
+        `${done} outcomes, ${submitted} submitted, RSS ${(m.rss / MB).toFixed(0)} MB, heap ${(m.heapUsed / MB).toFixed(0)} MB, Buffers ${(m.arrayBuffers / MB).toFixed(0)} MB`,
+      );
     }
     if (!warm && done >= WARMUP_AFTER) {
       warm = await settledSample('warm-up');
@@ -413,13 +415,27 @@ async function main(): Promise<number> {
 
   check(submitted === JOBS, `${submitted} jobs submitted, ${JOBS} planned`);
   check(refusals.length === 0, `${refusals.length} commands refused or lost at the door: ${refusals.slice(0, 3).join(' | ')}`);
-  check(noOutcomeJobs.length <= unattributedTotal && perUserMismatch.length === 0,
-    `${noOutcomeJobs.length} jobs without an outcome (users with a mismatch: ${perUserMismatch.slice(0, 5).join(', ')})`);
-  check(twoOutcomeJobs.length === 0, `${twoOutcomeJobs.length} jobs with more than one outcome: ${twoOutcomeJobs.slice(0, 3).map((j) => j.prompt).join(' | ')}`);
+  check(
+    noOutcomeJobs.length <= unattributedTotal && perUserMismatch.length === 0,
+    `${noOutcomeJobs.length} jobs without an outcome (users with a mismatch: ${perUserMismatch.slice(0, 5).join(', ')})`,
+  );
+  check(
+    twoOutcomeJobs.length === 0,
+    `${twoOutcomeJobs.length} jobs with more than one outcome: ${twoOutcomeJobs
+      .slice(0, 3)
+      .map((j) => j.prompt)
+      .join(' | ')}`,
+  );
   check(imagesTwice.length === 0, `${imagesTwice.length} images posted twice`);
   check(strayImages.length === 0, `${strayImages.length} images nobody asked for`);
   check(wrongBytes.length === 0, `${wrongBytes.length} images whose bytes differ from the server's`);
-  check(unfinished.length === 0, `${unfinished.length} jobs left unfinished in DATA_DIR (${unfinished.slice(0, 3).map((r) => r.state).join(', ')})`);
+  check(
+    unfinished.length === 0,
+    `${unfinished.length} jobs left unfinished in DATA_DIR (${unfinished
+      .slice(0, 3)
+      .map((r) => r.state)
+      .join(', ')})`,
+  );
   check(delivered === imageJobs.length, `DATA_DIR says ${delivered} delivered, the channel shows ${imageJobs.length} images`);
   check(unhandled === 0, `${unhandled} unhandled rejections`);
   check((faultsTaken.get('crash') ?? 0) === 1, `the GPU server crash happened ${faultsTaken.get('crash') ?? 0} times`);
@@ -428,19 +444,26 @@ async function main(): Promise<number> {
   check(secondBot?.startsWith('DataDirRefusal: DATA_DIR ') === true, `the second bot on the same DATA_DIR was not refused: ${secondBot ?? 'never tried'}`);
   const rssGrowthMb = warm ? end.rssMb - warm.rssMb : NaN;
   const harnessGrowthMb = harnessEndMb - harnessAtWarmMb;
-  check(warm !== undefined && rssGrowthMb <= harnessGrowthMb + RSS_TOLERANCE_MB,
-    `RSS grew ${rssGrowthMb.toFixed(1)} MB after warm-up (stand-ins kept ${harnessGrowthMb.toFixed(1)} MB of images; tolerance ${RSS_TOLERANCE_MB} MB beyond that)`);
-  check(warm !== undefined && end.heapMb - warm.heapMb <= HEAP_TOLERANCE_MB,
-    `the JS heap grew ${(end.heapMb - (warm?.heapMb ?? 0)).toFixed(1)} MB after warm-up (tolerance ${HEAP_TOLERANCE_MB} MB)`);
-  check(warm !== undefined && end.buffersMb - warm.buffersMb <= harnessGrowthMb + BUFFERS_TOLERANCE_MB,
-    `Buffers grew ${(end.buffersMb - (warm?.buffersMb ?? 0)).toFixed(1)} MB after warm-up (tolerance ${BUFFERS_TOLERANCE_MB} MB)`);
+  check(
+    warm !== undefined && rssGrowthMb <= harnessGrowthMb + RSS_TOLERANCE_MB,
+    `RSS grew ${rssGrowthMb.toFixed(1)} MB after warm-up (stand-ins kept ${harnessGrowthMb.toFixed(1)} MB of images; tolerance ${RSS_TOLERANCE_MB} MB beyond that)`,
+  );
+  check(
+    warm !== undefined && end.heapMb - warm.heapMb <= HEAP_TOLERANCE_MB,
+    `the JS heap grew ${(end.heapMb - (warm?.heapMb ?? 0)).toFixed(1)} MB after warm-up (tolerance ${HEAP_TOLERANCE_MB} MB)`,
+  );
+  check(
+    warm !== undefined && end.buffersMb - warm.buffersMb <= harnessGrowthMb + BUFFERS_TOLERANCE_MB,
+    `Buffers grew ${(end.buffersMb - (warm?.buffersMb ?? 0)).toFixed(1)} MB after warm-up (tolerance ${BUFFERS_TOLERANCE_MB} MB)`,
+  );
 
   // --- report ----------------------------------------------------------------------------------
   const failureKinds = new Map<string, number>();
-  for (const j of jobs) for (const f of j.failures) {
-    const kind = f.replace(/\d+/g, 'N').slice(0, 90);
-    failureKinds.set(kind, (failureKinds.get(kind) ?? 0) + 1);
-  }
+  for (const j of jobs)
+    for (const f of j.failures) {
+      const kind = f.replace(/\d+/g, 'N').slice(0, 90);
+      failureKinds.set(kind, (failureKinds.get(kind) ?? 0) + 1);
+    }
   const line = (k: string, v: unknown) => console.log(`${k.padEnd(44)} ${String(v)}`);
   console.log(`\nfairbot soak (seed ${seed}, ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
   line('jobs submitted / users', `${submitted} / ${USERS} (USER_MAX_PENDING ${USER_MAX_PENDING}, QUEUE_MAX raised to 200)`);
@@ -450,22 +473,33 @@ async function main(): Promise<number> {
   line('jobs without an attributed outcome', `${noOutcomeJobs.length} (error ephemerals not tied to a job: ${unattributedTotal})`);
   line('jobs with more than one outcome', twoOutcomeJobs.length);
   line('images posted twice', imagesTwice.length);
-  line('images with bytes not the server\'s', wrongBytes.length);
+  line("images with bytes not the server's", wrongBytes.length);
   line('images nobody asked for', strayImages.length);
-  line('DATA_DIR: delivered / failed / unfinished',
-    `${delivered} / ${rows.filter((r) => r.state === 'failed').length} / ${unfinished.length}`);
+  line('DATA_DIR: delivered / failed / unfinished', `${delivered} / ${rows.filter((r) => r.state === 'failed').length} / ${unfinished.length}`);
   line('generations (POST /infer) / with a fault', `${infers} / ${faulted} (${((faulted / Math.max(1, infers)) * 100).toFixed(1)}%)`);
-  line('faults taken', [...faultsTaken.entries()].sort().map(([k, v]) => `${k}:${v}`).join(' '));
+  line(
+    'faults taken',
+    [...faultsTaken.entries()]
+      .sort()
+      .map(([k, v]) => `${k}:${v}`)
+      .join(' '),
+  );
   line('start programs sent to Fair', fair.startPrograms());
   line('bot restarts / jobs it took over from DATA_DIR', `${restarted ? 1 : 0} / ${recoveredAtRestart}`);
   line('response_url posts refused by Slack', refusedPosts);
   line('commands refused by storage faults', [...storageRefusals.entries()].map(([text, n]) => `${n} "${text.slice(0, 50)}..."`).join(', ') || 0);
-  line('bot log: writes it could not record', [...logCounts.entries()].filter(([m]) => m.startsWith('could not record')).reduce((a, [, n]) => a + n, 0));
+  line(
+    'bot log: writes it could not record',
+    [...logCounts.entries()].filter(([m]) => m.startsWith('could not record')).reduce((a, [, n]) => a + n, 0),
+  );
   line('second bot on the same DATA_DIR', secondBot ?? 'never tried');
   line('unhandled rejections', unhandled);
   line('bot log: job delivered / job failed', `${logCounts.get('job delivered') ?? 0} / ${logCounts.get('job failed') ?? 0}`);
   line('bot log lines at level error', errorLines.length);
-  line('RSS after GC: warm-up -> end (MB)', warm ? `${warm.rssMb.toFixed(1)} -> ${end.rssMb.toFixed(1)} (${rssGrowthMb >= 0 ? '+' : ''}${rssGrowthMb.toFixed(1)})` : 'no warm-up sample');
+  line(
+    'RSS after GC: warm-up -> end (MB)',
+    warm ? `${warm.rssMb.toFixed(1)} -> ${end.rssMb.toFixed(1)} (${rssGrowthMb >= 0 ? '+' : ''}${rssGrowthMb.toFixed(1)})` : 'no warm-up sample',
+  );
   line('heap after GC: warm-up -> end (MB)', warm ? `${warm.heapMb.toFixed(1)} -> ${end.heapMb.toFixed(1)}` : '-');
   line('Buffers after GC: warm-up -> end (MB)', warm ? `${warm.buffersMb.toFixed(1)} -> ${end.buffersMb.toFixed(1)}` : '-');
   line('kept by the stand-ins since warm-up (MB)', harnessGrowthMb.toFixed(1));

@@ -74,7 +74,12 @@ async function startServer(opts: TutorialOptions, scale: number): Promise<void> 
         container_desc: {
           image: opts.image ?? 'faircompute/diffusion-octo:v1',
           runtime: 'nvidia',
-          ports: [[{ port: opts.hostPort, ip: 'null' }, { port: opts.containerPort ?? 8080, protocol: 'Tcp' }]],
+          ports: [
+            [
+              { port: opts.hostPort, ip: 'null' },
+              { port: opts.containerPort ?? 8080, protocol: 'Tcp' },
+            ],
+          ],
           command: [],
           host_config: { network_mode: 'bridge' },
         },

@@ -102,7 +102,12 @@ export const envSchema = z.object({
   SLACK_API_URL: url('https://slack.com/api/'),
   METRICS_PORT: z.preprocess(
     (v) => (v === undefined || v === '' ? undefined : v),
-    z.coerce.number({ message: 'must be a number' }).int({ message: 'must be a whole number' }).min(0, { message: 'must be at least 0' }).max(65_535, { message: 'must be at most 65535' }).optional(),
+    z.coerce
+      .number({ message: 'must be a number' })
+      .int({ message: 'must be a whole number' })
+      .min(0, { message: 'must be at least 0' })
+      .max(65_535, { message: 'must be at most 65535' })
+      .optional(),
   ),
   DATA_DIR: text('./data'),
   INSTANCE_LEASE_S: number(15, 1, 3_600, false),
@@ -213,8 +218,7 @@ export function canManageServer(config: Config): boolean {
   return config.fairEmail !== undefined && config.fairPassword !== undefined;
 }
 
-const NO_GPU =
-  'FAIR_EMAIL and FAIR_PASSWORD (to start a GPU server on Fair) or INFERENCE_URL (a diffusion server already running) must be set';
+const NO_GPU = 'FAIR_EMAIL and FAIR_PASSWORD (to start a GPU server on Fair) or INFERENCE_URL (a diffusion server already running) must be set';
 const NO_PLATFORM = 'DISCORD_TOKEN or SLACK_BOT_TOKEN must be set: the bot needs a chat platform to serve';
 
 const hasGpu = (config: Config) => canManageServer(config) || config.inferenceUrl !== undefined;
@@ -230,9 +234,6 @@ export function requireGpu(config: Config): void {
 
 /** The bot needs a GPU server and a chat platform; both missing are both reported. */
 export function requireBotSetup(config: Config): void {
-  const problems = [
-    ...(config.discordToken || config.slackBotToken ? [] : [NO_PLATFORM]),
-    ...(hasGpu(config) ? [] : [NO_GPU]),
-  ];
+  const problems = [...(config.discordToken || config.slackBotToken ? [] : [NO_PLATFORM]), ...(hasGpu(config) ? [] : [NO_GPU])];
   if (problems.length > 0) throw new ConfigError(problems.join('\n'));
 }

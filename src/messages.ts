@@ -18,7 +18,10 @@ function eta(etaS: number | undefined): string {
  * characters (terminal escapes, NUL, bell, line breaks) never reach a chat or a terminal.
  */
 export function serverText(text: string): string {
-  return text.replace(/\p{Cc}+/gu, ' ').replace(/ {2,}/g, ' ').trim();
+  return text
+    .replace(/\p{Cc}+/gu, ' ')
+    .replace(/ {2,}/g, ' ')
+    .trim();
 }
 
 // Chat users ask an admin; in a terminal the user is the admin (see inTerminalWords).
@@ -32,9 +35,7 @@ export const messages = {
   progress(event: JobEvent): string {
     switch (event.type) {
       case 'queued':
-        return event.position <= 1
-          ? `Queued: you are next${eta(event.etaS)}.`
-          : `Queued: position ${event.position}${eta(event.etaS)}.`;
+        return event.position <= 1 ? `Queued: you are next${eta(event.etaS)}.` : `Queued: position ${event.position}${eta(event.etaS)}.`;
       case 'warming':
         return `Warming up the GPU (${seconds(event.elapsedS)})${eta(event.etaS)}: the first image after a pause takes a little longer.`;
       case 'retrying':
@@ -55,12 +56,10 @@ export const messages = {
 
   // --- refusals of /imagine -------------------------------------------------
   promptEmpty: 'Your prompt is empty. Describe the image you want, e.g. /imagine a red fox in the snow.',
-  promptTooLong: (length: number, max: number) =>
-    `Your prompt is ${length} characters long; the limit is ${max}. Shorten it and try again.`,
+  promptTooLong: (length: number, max: number) => `Your prompt is ${length} characters long; the limit is ${max}. Shorten it and try again.`,
   userLimit: (max: number) =>
     `You already have ${max} job${max === 1 ? '' : 's'} waiting, running or not yet posted (USER_MAX_PENDING is ${max}). Wait for one to finish, then try again.`,
-  queueFull: (max: number) =>
-    `The queue is full: ${max} jobs are waiting (QUEUE_MAX is ${max}). Try again in a few minutes.`,
+  queueFull: (max: number) => `The queue is full: ${max} jobs are waiting (QUEUE_MAX is ${max}). Try again in a few minutes.`,
   storageFailed: `The bot could not record your job (its DATA_DIR is not writable). ${ASK_ADMIN_DATA_DIR}`,
   storageFull: `The bot could not record your job: its disk is full. ${ASK_ADMIN_DATA_DIR}`,
   storageBusy: "The bot's database is busy (held by another process); try again in a moment.",
@@ -109,11 +108,8 @@ export const messages = {
   statusExternal: 'Started outside this bot: it uses the server but never stops it.',
   statusBusyElsewhere: (what: string) => `Another fairbot process is ${what}`,
   statusControlPlane: (check: { ok: true; nodes: number } | { ok: false; reason: string }) =>
-    check.ok
-      ? `Fair control plane: answering (${check.nodes} node${check.nodes === 1 ? '' : 's'})`
-      : `Fair control plane: not answering (${check.reason})`,
-  gpuKillNotManaged:
-    'This bot does not manage the GPU server (no FAIR_EMAIL/FAIR_PASSWORD), so it cannot stop it.',
+    check.ok ? `Fair control plane: answering (${check.nodes} node${check.nodes === 1 ? '' : 's'})` : `Fair control plane: not answering (${check.reason})`,
+  gpuKillNotManaged: 'This bot does not manage the GPU server (no FAIR_EMAIL/FAIR_PASSWORD), so it cannot stop it.',
 } as const;
 
 /**
@@ -141,8 +137,7 @@ export function inTerminalWords(text: string): string {
 // the network) or refused the credential (the token).
 // =============================================================================
 export const startupMessages = {
-  refused: (platform: string, variable: string, detail: string, fix: string) =>
-    `${platform} refused ${variable} (${detail}): ${fix}`,
+  refused: (platform: string, variable: string, detail: string, fix: string) => `${platform} refused ${variable} (${detail}): ${fix}`,
   unreachable: (platform: string, variable: string, url: string, detail: string) =>
     `could not reach ${platform} at ${variable}=${url} (${detail}): check the address and this machine's network`,
   failed: (platform: string, detail: string) => `${platform} could not be started: ${detail}`,
@@ -157,8 +152,7 @@ export const startupMessages = {
 // =============================================================================
 export const slackMessages = {
   gpuWorking: 'Working on it...',
-  notInChannel:
-    'I am not a member of this channel. Invite me with /invite @fairbot, then run /imagine again',
+  notInChannel: 'I am not a member of this channel. Invite me with /invite @fairbot, then run /imagine again',
   channelNotFound:
     'Slack would not let me post in this conversation (direct messages and private channels need me as a member). Run /imagine in a channel I am in',
   archived: 'this channel is archived',
@@ -222,9 +216,7 @@ export const slackMessages = {
 // =============================================================================
 
 const megabytes = (bytes: number) =>
-  bytes < 1024 * 1024
-    ? `${Math.round(bytes / 1024)} KB`
-    : `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MB`;
+  bytes < 1024 * 1024 ? `${Math.round(bytes / 1024)} KB` : `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MB`;
 
 export const discordMessages = {
   /** Posted in the channel with the bot token when the reply can no longer be edited (token older than 15 min). */
@@ -239,8 +231,7 @@ export const discordMessages = {
   unreachable: 'Discord could not be reached',
   /** The reply of a job kept across a restart (durable jobs). */
   restarting: 'The bot is restarting. Your job is kept and continues in a moment.',
-  unknownCommand: (name: string) =>
-    `This bot does not know /${name} (it knows /imagine and /gpu). An admin may need to run "fairbot register-commands".`,
+  unknownCommand: (name: string) => `This bot does not know /${name} (it knows /imagine and /gpu). An admin may need to run "fairbot register-commands".`,
   unsupportedInteraction: 'This bot only answers the /imagine and /gpu commands.',
   internalError: 'Something went wrong while handling that command. It has been logged; try again in a minute.',
   guildOnly: 'Use this command in a server channel: the image is posted in the channel the command came from.',

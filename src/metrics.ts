@@ -98,12 +98,7 @@ export interface Health {
 }
 
 /** METRICS_PORT: `GET /metrics` (Prometheus) and `GET /healthz` (200, or 503 with the reason). */
-export async function startOpsServer(
-  port: number,
-  metrics: Metrics,
-  health: () => Health,
-  logger: Logger,
-): Promise<{ port: number; close(): Promise<void> }> {
+export async function startOpsServer(port: number, metrics: Metrics, health: () => Health, logger: Logger): Promise<{ port: number; close(): Promise<void> }> {
   metrics.collectProcessMetrics();
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];

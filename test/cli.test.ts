@@ -60,7 +60,7 @@ async function cli(argv: string[], env: Record<string, string>) {
 }
 
 describe('fairbot imagine', () => {
-  it('writes exactly the server\'s image to --out, exit 0, progress on stderr, the path on stdout', async () => {
+  it("writes exactly the server's image to --out, exit 0, progress on stderr, the path on stdout", async () => {
     const { fair, dir, env } = await setup();
     const file = join(dir, 'fox.png');
     const { code, stdout, stderr } = await cli(['imagine', 'a red fox', '--out', file], env);

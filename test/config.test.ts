@@ -108,9 +108,7 @@ describe('loadConfig', () => {
     expect(config.logLevel).toBe('debug');
     expect(canManageServer(config)).toBe(true);
     // Every secret is known to the logger's scrubber.
-    expect(config.secrets).toEqual(
-      expect.arrayContaining(['hunter2-long', 'discord-token-value', 'xoxb-slack-token', 'signing-secret']),
-    );
+    expect(config.secrets).toEqual(expect.arrayContaining(['hunter2-long', 'discord-token-value', 'xoxb-slack-token', 'signing-secret']));
   });
 
   it('allows decimals for IDLE_SHUTDOWN_MIN (0.05 is 3 s) and 0 for never', () => {
@@ -121,14 +119,9 @@ describe('loadConfig', () => {
   });
 
   it('parses ADMIN_IDS as a comma list of platform:id, spaces and empty entries ignored', () => {
-    expect(loadConfig({ ADMIN_IDS: 'discord:123456789012345678, slack:U0123ABC ,,' }).adminIds).toEqual([
-      'discord:123456789012345678',
-      'slack:U0123ABC',
-    ]);
+    expect(loadConfig({ ADMIN_IDS: 'discord:123456789012345678, slack:U0123ABC ,,' }).adminIds).toEqual(['discord:123456789012345678', 'slack:U0123ABC']);
     expect(loadConfig({ ADMIN_IDS: '' }).adminIds).toEqual([]);
-    expect(configError({ ADMIN_IDS: 'discord:1,bob' }).message).toBe(
-      'ADMIN_IDS entries must look like discord:<user id> or slack:<user id>, got "bob"',
-    );
+    expect(configError({ ADMIN_IDS: 'discord:1,bob' }).message).toBe('ADMIN_IDS entries must look like discord:<user id> or slack:<user id>, got "bob"');
     expect(configError({ ADMIN_IDS: 'teams:42' }).message).toMatch(/^ADMIN_IDS .*"teams:42"/);
   });
 

@@ -97,8 +97,8 @@ describe('the disk fills while jobs are in flight', () => {
     expect(reason).toContain(`${join(dataDir, 'fairbot.db')}: it cannot be written`);
 
     // Both jobs in flight reach their users, once; the queued one ran though its start could not be recorded.
-    await slack.waitFor(() => lastSlackText(slack, 'U0WAIT') === DONE_TEXT, 20_000, 'the queued job\'s image');
-    await slack.waitFor(() => lastSlackText(slack, 'U0RUN') === DONE_TEXT, 5_000, 'the first job\'s image');
+    await slack.waitFor(() => lastSlackText(slack, 'U0WAIT') === DONE_TEXT, 20_000, "the queued job's image");
+    await slack.waitFor(() => lastSlackText(slack, 'U0RUN') === DONE_TEXT, 5_000, "the first job's image");
     expect(imagesByPrompt(slack, prompts)).toEqual({ [running]: 1, [queued]: 1 });
     // The GPU was released: the idle shutdown (IDLE_SHUTDOWN_MIN = 1.2 s) stopped the server.
     await slack.waitFor(() => fair.killPrograms().length === 1, 10_000, 'the idle shutdown');
@@ -108,7 +108,7 @@ describe('the disk fills while jobs are in flight', () => {
     // A crash while the disk is still full: the ends that only the ledger holds are not lost.
     first.kill();
     await first.exit(10_000);
-    await eventually(() => Date.now() > claimExpiresAt(dataDir), 5_000, 'the dead bot\'s claim to expire');
+    await eventually(() => Date.now() > claimExpiresAt(dataDir), 5_000, "the dead bot's claim to expire");
     const second = bot();
     await slackEventsUrl(second);
     expect(second.entries.some((e) => e.msg === 'jobs recovered from the last run')).toBe(false);
@@ -153,7 +153,7 @@ describe('one bot per DATA_DIR', () => {
 
     first.kill();
     await first.exit(10_000);
-    await eventually(() => Date.now() > claimExpiresAt(dataDir), 5_000, 'the dead bot\'s claim to expire');
+    await eventually(() => Date.now() > claimExpiresAt(dataDir), 5_000, "the dead bot's claim to expire");
     const third = bot();
     const url = await slackEventsUrl(third);
     await slack.sendSlashCommand(url, { command: '/imagine', text: 'after the takeover', user_id: 'U0NEXT' });
@@ -175,12 +175,16 @@ describe('a database that lost its state', () => {
     await eventually(() => recordedJobs(dataDir).length === 1, 5_000, 'the job to be recorded');
     first.kill();
     await first.exit(10_000);
-    await eventually(() => Date.now() > claimExpiresAt(dataDir), 5_000, 'the dead bot\'s claim to expire');
+    await eventually(() => Date.now() > claimExpiresAt(dataDir), 5_000, "the dead bot's claim to expire");
     const wal = join(dataDir, 'fairbot.db-wal');
     writeFileSync(wal, Buffer.alloc(statSync(wal).size, 0x5a));
 
     const line = await refusal(bot());
     const file = join(dataDir, 'fairbot.db');
-    expect(line).toMatch(new RegExp(`^fairbot: ${file} has lost its state .* Restore ${file} \\(with its -wal file\\) from a backup; or, to start with an empty queue, delete ${file}\\.marker\\.$`));
+    expect(line).toMatch(
+      new RegExp(
+        `^fairbot: ${file} has lost its state .* Restore ${file} \\(with its -wal file\\) from a backup; or, to start with an empty queue, delete ${file}\\.marker\\.$`,
+      ),
+    );
   }, 90_000);
 });

@@ -35,7 +35,6 @@ afterEach(async () => {
 const { alice, bob, carol, admin } = users;
 const ADMINS = { ADMIN_IDS: `discord:${admin.userId}` };
 
-
 function callbackOf(r: DiscordRig, interactionId: string) {
   return r.discord.waitFor(() => r.discord.callbacks.find((c) => c.interactionId === interactionId), 5_000, `the callback for ${interactionId}`);
 }
@@ -127,11 +126,15 @@ describe('Discord Cancel button', () => {
     expect(after.content).toBe(messages.cancelled);
     expect(after.components).toEqual([]);
     // Nothing after the click but the cancellation itself; nothing in the channel.
-    expect(edits(rig, job.id).filter((e) => e.at >= callback.at).every((e) => e.text === messages.cancelled)).toBe(true);
+    expect(
+      edits(rig, job.id)
+        .filter((e) => e.at >= callback.at)
+        .every((e) => e.text === messages.cancelled),
+    ).toBe(true);
     expect(rig.discord.channelPosts()).toHaveLength(0);
   });
 
-  it('shows a cancel made after the 15 minutes on the message all the same (the click\'s own token), and posts nothing', async () => {
+  it("shows a cancel made after the 15 minutes on the message all the same (the click's own token), and posts nothing", async () => {
     rig = await startDiscordRig({ fair: { coldStartMs: 4_000 } });
     const job = imagine(rig, 'a very long wait');
     const progress = await replyWithButton(rig, job.id, 'fairbot:cancel:');
@@ -147,7 +150,7 @@ describe('Discord Cancel button', () => {
     expect(rig.discord.originalMessage(job.id)!.content).toBe(messages.cancelled);
   });
 
-  it('refuses someone else\'s click privately (the job still completes), and lets an admin cancel anyone\'s job', async () => {
+  it("refuses someone else's click privately (the job still completes), and lets an admin cancel anyone's job", async () => {
     rig = await startDiscordRig({ fair: { coldStartMs: 3_000 }, env: ADMINS });
     const mine = imagine(rig, 'alice keeps this one');
     const theirs = imagine(rig, 'carol loses this one', carol);
@@ -169,7 +172,13 @@ describe('Discord Cancel button', () => {
     expect(rig.fair.diffusion()!.infers.map((i) => i.prompt)).toEqual(['alice keeps this one']);
 
     // A late click on a Cancel that is still shown somewhere (e.g. an old message) is answered, privately.
-    const late = rig.discord.dispatchInteraction({ type: 'component', customId: `fairbot:cancel:${jobIdOf(buttonIds(image)[0]!)}`, messageId: image.id, unlisted: true, ...alice });
+    const late = rig.discord.dispatchInteraction({
+      type: 'component',
+      customId: `fairbot:cancel:${jobIdOf(buttonIds(image)[0]!)}`,
+      messageId: image.id,
+      unlisted: true,
+      ...alice,
+    });
     expect((await replyReads(rig, late.id, messages.cancelTooLate)).ephemeral).toBe(true);
   });
 });
@@ -250,7 +259,9 @@ describe('Discord prompts shown safely', () => {
 
     // Every body the bot sent with text said who may be pinged: nobody but, on a late post, the user.
     const bodies = [...rig.discord.webhookMessages, ...rig.discord.channelMessages, ...rig.discord.callbacks]
-      .map((c) => c.body as { content?: string; allowed_mentions?: { parse?: unknown[] }; data?: { content?: string; allowed_mentions?: { parse?: unknown[] } } })
+      .map(
+        (c) => c.body as { content?: string; allowed_mentions?: { parse?: unknown[] }; data?: { content?: string; allowed_mentions?: { parse?: unknown[] } } },
+      )
       .map((b) => b?.data ?? b)
       .filter((b) => typeof b?.content === 'string' && b.content.length > 0);
     expect(bodies.length).toBeGreaterThan(3);
@@ -267,10 +278,14 @@ describe('Discord /gpu status and kill', () => {
     await rig.discord.waitFor(() => rig!.app.services.lifecycle.status().idleShutdownAt, 5_000, 'the idle timer');
 
     const status = rig.discord.dispatchInteraction({ name: 'gpu', subcommand: 'status', ...admin });
-    const reply = await rig.discord.waitFor(() => {
-      const m = rig!.discord.originalMessage(status.id);
-      return m && m.embeds.length > 0 ? m : undefined;
-    }, 5_000, 'the status embed');
+    const reply = await rig.discord.waitFor(
+      () => {
+        const m = rig!.discord.originalMessage(status.id);
+        return m && m.embeds.length > 0 ? m : undefined;
+      },
+      5_000,
+      'the status embed',
+    );
     expect(reply.ephemeral).toBe(true);
     expect(reply.content).toBe('');
     const embed = reply.embeds[0] as { title: string; color: number; fields: { name: string; value: string }[]; timestamp: string };

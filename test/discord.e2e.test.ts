@@ -30,13 +30,8 @@ afterEach(async () => {
 
 const { alice, bob, carol, admin } = users;
 
-
 function ack(r: DiscordRig, interactionId: string) {
-  return r.discord.waitFor(
-    () => r.discord.callbacks.find((c) => c.interactionId === interactionId),
-    5_000,
-    `the callback for ${interactionId}`,
-  );
+  return r.discord.waitFor(() => r.discord.callbacks.find((c) => c.interactionId === interactionId), 5_000, `the callback for ${interactionId}`);
 }
 
 describe('Discord /imagine end to end', () => {
@@ -100,11 +95,7 @@ describe('Discord /imagine end to end', () => {
     // 15 minutes pass for Discord while the GPU is still warming up.
     rig.discord.ageInteraction(id, 15 * 60_000);
 
-    const post = await rig.discord.waitFor(
-      () => rig!.discord.channelPosts().find((m) => m.attachments.length > 0),
-      15_000,
-      'the image in the channel',
-    );
+    const post = await rig.discord.waitFor(() => rig!.discord.channelPosts().find((m) => m.attachments.length > 0), 15_000, 'the image in the channel');
     expect(Buffer.compare(post.attachments[0]!.bytes, pngForPrompt(prompt))).toBe(0);
     expect(post.channelId).toBe(rig.discord.channelId);
     expect(post.content.startsWith(`<@${alice.userId}>`)).toBe(true);
@@ -275,10 +266,14 @@ describe('Discord /gpu end to end', () => {
       rig = await startDiscordRig({ env: { ADMIN_IDS: `discord:${admin.userId}`, FAIR_EMAIL: '', FAIR_PASSWORD: '', INFERENCE_URL: diffusion.url } });
       await imageInReply(rig, imagine(rig, 'on a server of our own').id);
       const status = rig.discord.dispatchInteraction({ name: 'gpu', subcommand: 'status', ...admin });
-      const reply = await rig.discord.waitFor(() => {
-        const m = rig!.discord.originalMessage(status.id);
-        return m && !m.loading ? m : undefined;
-      }, 5_000, 'the status');
+      const reply = await rig.discord.waitFor(
+        () => {
+          const m = rig!.discord.originalMessage(status.id);
+          return m && !m.loading ? m : undefined;
+        },
+        5_000,
+        'the status',
+      );
       const field = (name: string) => (reply.embeds[0]!.fields as Array<{ name: string; value: string }>).find((f) => f.name === name)?.value;
       expect(field(discordMessages.status.state)).toMatch(/^ready for /);
       expect(field(discordMessages.status.uptime)).toBe(discordMessages.status.uptimeUnknown);
@@ -289,7 +284,6 @@ describe('Discord /gpu end to end', () => {
       await diffusion.close();
     }
   });
-
 
   it('refuses a non-admin, privately, even one with Administrator in the guild', async () => {
     rig = await startDiscordRig({ env: { ADMIN_IDS: `discord:${admin.userId}` } });
@@ -315,7 +309,9 @@ describe('Discord /gpu end to end', () => {
     );
     expect(statusReply.ephemeral).toBe(true);
     expect(statusReply.embeds[0]).toMatchObject({ title: discordMessages.status.title });
-    expect(statusReply.embeds[0]!.fields).toContainEqual(expect.objectContaining({ name: discordMessages.status.state, value: expect.stringMatching(/^ready for /) }));
+    expect(statusReply.embeds[0]!.fields).toContainEqual(
+      expect.objectContaining({ name: discordMessages.status.state, value: expect.stringMatching(/^ready for /) }),
+    );
 
     const kill = rig.discord.dispatchInteraction({ name: 'gpu', subcommand: 'kill', ...admin });
     const killReply = await replyReads(rig, kill.id, messages.gpuKilled(0));
@@ -331,7 +327,7 @@ describe('Discord start and odd input', () => {
     expect((err as Error).message).toMatch(/invalid token/i);
   });
 
-  it('answers a button click it does not handle (an older version\'s button, a malformed id), privately', async () => {
+  it("answers a button click it does not handle (an older version's button, a malformed id), privately", async () => {
     rig = await startDiscordRig({ fair: { coldStartMs: 50 } });
     const job = imagine(rig, 'a button');
     const reply = await imageInReply(rig, job.id);
@@ -351,7 +347,10 @@ describe('Discord command registration', () => {
     expect(guild.map((c) => c.name).sort()).toEqual(['gpu', 'imagine']);
     const gpu = guild.find((c) => c.name === 'gpu')!;
     expect(gpu.default_member_permissions).toBe('8');
-    expect((gpu.options as { name: string; type: number }[]).map((o) => [o.name, o.type])).toEqual([['status', 1], ['kill', 1]]);
+    expect((gpu.options as { name: string; type: number }[]).map((o) => [o.name, o.type])).toEqual([
+      ['status', 1],
+      ['kill', 1],
+    ]);
     const prompt = (guild.find((c) => c.name === 'imagine')!.options as Record<string, unknown>[])[0]!;
     expect(prompt).toMatchObject({ name: 'prompt', type: 3, required: true, max_length: 1000 });
     expect(rig.discord.commandRegistrations).toHaveLength(1);
@@ -363,6 +362,11 @@ describe('Discord command registration', () => {
     const line = await registerCommands(loadConfig(globalEnv));
     expect(line).toContain('globally');
     expect(rig.discord.commandRegistrations.at(-1)).toMatchObject({ scope: 'global' });
-    expect(rig.discord.commands('global').map((c) => c.name).sort()).toEqual(['gpu', 'imagine']);
+    expect(
+      rig.discord
+        .commands('global')
+        .map((c) => c.name)
+        .sort(),
+    ).toEqual(['gpu', 'imagine']);
   });
 });

@@ -123,9 +123,7 @@ describe('Discord stand-in with the real discord.js client', () => {
     const { interaction } = await command({ name: 'imagine', options: { prompt: 'big' } });
     await interaction.deferReply();
     const big = Buffer.alloc(64 * 1024 + 1, 7);
-    const tooBig = await interaction
-      .editReply({ files: [new AttachmentBuilder(big, { name: 'big.png' })] })
-      .catch((e: unknown) => e);
+    const tooBig = await interaction.editReply({ files: [new AttachmentBuilder(big, { name: 'big.png' })] }).catch((e: unknown) => e);
     expect((tooBig as DiscordAPIError).code).toBe(40005);
     expect((tooBig as DiscordAPIError).status).toBe(413);
 

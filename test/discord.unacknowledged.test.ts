@@ -40,10 +40,14 @@ describe('a /imagine Discord never saw acknowledged', () => {
 
   it('but an acknowledgement Discord did get (the crash came before its answer) is honoured: the image goes to the reply', async () => {
     const { discord, second, dir, interactionId } = await crashDuringAcknowledgement({ reachesDiscord: true });
-    const reply = await discord.waitFor(() => {
-      const m = discord.originalMessage(interactionId);
-      return m && m.attachments.length > 0 ? m : undefined;
-    }, 20_000, 'the image in the reply');
+    const reply = await discord.waitFor(
+      () => {
+        const m = discord.originalMessage(interactionId);
+        return m && m.attachments.length > 0 ? m : undefined;
+      },
+      20_000,
+      'the image in the reply',
+    );
     expect(reply.attachments[0]!.bytes.equals(pngForPrompt(PROMPT))).toBe(true);
     await eventually(() => recordedJobs(dir).every((j) => j.state === 'delivered'), 10_000, 'the delivery to be recorded');
     second.child.kill('SIGTERM');

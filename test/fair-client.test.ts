@@ -91,12 +91,7 @@ describe('FairClient: login', () => {
     expect(error.status).toBe(401);
     expect(error.serverMessage).toBe('token is missing, invalid or expired');
     expect(error.message).toContain('401');
-    expect(calls(fair)).toEqual([
-      'POST /api/v0/auth/login',
-      'GET /api/v0/nodes',
-      'POST /api/v0/auth/login',
-      'GET /api/v0/nodes',
-    ]);
+    expect(calls(fair)).toEqual(['POST /api/v0/auth/login', 'GET /api/v0/nodes', 'POST /api/v0/auth/login', 'GET /api/v0/nodes']);
   });
 
   it('a refused login is an error with status 401 and the server message, not retried', async () => {
@@ -177,11 +172,7 @@ describe('FairClient: 64-bit ids', () => {
     const hostPort = await freePort();
     const started = waitForEvent<{ programId: string; containerId: string }>(fair.events, 'start');
     const from = fair.requests.length;
-    const result = await client.startContainer(
-      'node-1',
-      { image: 'img', runtime: 'nvidia', hostPort, containerPort: 8080 },
-      { pollMs: 5 },
-    );
+    const result = await client.startContainer('node-1', { image: 'img', runtime: 'nvidia', hostPort, containerPort: 8080 }, { pollMs: 5 });
     const { programId, containerId } = await started;
     // The stand-in's ids are above 2^64: a JS number would round them.
     expect(BigInt(programId) > 2n ** 53n).toBe(true);
@@ -224,7 +215,12 @@ describe('FairClient: the programs on the wire', () => {
           container_desc: {
             image: 'faircompute/diffusion-octo:v1',
             runtime: 'nvidia',
-            ports: [[{ port: hostPort, ip: 'null' }, { port: 8080, protocol: 'Tcp' }]],
+            ports: [
+              [
+                { port: hostPort, ip: 'null' },
+                { port: 8080, protocol: 'Tcp' },
+              ],
+            ],
             command: [],
             host_config: { network_mode: 'bridge' },
           },

@@ -211,9 +211,7 @@ describe('FairClient: answers that are not what the API documents', () => {
       'GET /nodes/n/programs/5/info': { body: { status: 'Completed' } },
       'GET /nodes/n/programs/5/result': { body: { result: [{ Ok: {} }, { Ok: null }] } },
     });
-    const error = await failure(
-      client.startContainer('n', { image: 'img', runtime: 'nvidia', hostPort: 8000, containerPort: 8000 }, { pollMs: 5 }),
-    );
+    const error = await failure(client.startContainer('n', { image: 'img', runtime: 'nvidia', hostPort: 8000, containerPort: 8000 }, { pollMs: 5 }));
     expect(error.message).toBe('start program: the Create result has no container_id');
     expect(error.transient).toBe(false);
   });
@@ -249,7 +247,10 @@ describe('FairClient: answers that are not what the API documents', () => {
       'GET /nodes/n/programs/5/info': { body: { status: 'Completed' } },
       'GET /nodes/n/programs/5/result': { body: { result: [{ Ok: 'a' }] } },
     });
-    expect(await client.runProgram('n', [{ type: 'Wait' }, { type: 'Wait' }] as never, { what: 'test', pollMs: 5 })).toEqual({ programId: '5', results: ['a'] });
+    expect(await client.runProgram('n', [{ type: 'Wait' }, { type: 'Wait' }] as never, { what: 'test', pollMs: 5 })).toEqual({
+      programId: '5',
+      results: ['a'],
+    });
   });
 
   it('an Err entry that is not a string is shown as its JSON', async () => {
@@ -320,7 +321,7 @@ describe('FairClient: answers that are not what the API documents', () => {
     expect((await failure(short.client.programStatus('n', '1'))).serverMessage).toBe('abc was refused');
   });
 
-  it('an unreachable control plane is transient and names the host; a call given up by its caller throws the caller\'s reason', async () => {
+  it("an unreachable control plane is transient and names the host; a call given up by its caller throws the caller's reason", async () => {
     const { client, url } = await scriptedFair({});
     const dead = new FairClient({ serverUrl: 'http://127.0.0.1:1', email: 'e', password: PASSWORD, logger: createLogger({ level: 'silent' }) });
     const error = await failure(dead.listNodes());
@@ -342,7 +343,7 @@ describe('client helpers', () => {
     expect(errText(10n)).toBe('10');
   });
 
-  it('networkReason: the code, else the cause\'s code, else the message, else the value', () => {
+  it("networkReason: the code, else the cause's code, else the message, else the value", () => {
     expect(networkReason({ code: 'ECONNRESET', cause: { code: 'X' }, message: 'm' })).toBe('ECONNRESET');
     expect(networkReason({ cause: { code: 'ETIMEDOUT' }, message: 'm' })).toBe('ETIMEDOUT');
     expect(networkReason({ message: 'socket hang up' })).toBe('socket hang up');
@@ -351,7 +352,7 @@ describe('client helpers', () => {
     expect(networkReason(undefined)).toBe('undefined');
   });
 
-  it('delay: waits, and rejects with the signal\'s reason when aborted before or during', async () => {
+  it("delay: waits, and rejects with the signal's reason when aborted before or during", async () => {
     await expect(delay(1)).resolves.toBeUndefined();
     const before = new AbortController();
     before.abort(new Error('before'));
@@ -416,9 +417,7 @@ describe('ServerRecords: the record of versions before 0.2 (DATA_DIR/gpu-server.
 
   it('fields of the wrong type are dropped, and a missing start time becomes now', () => {
     const before = Date.now();
-    const record = open(
-      dataDirWith({ node: 'n', endpoint: 'http://h:1', hostAddress: 5, programId: 6, containerId: 7, startedAt: 8, coldStartMs: '9' }),
-    ).get();
+    const record = open(dataDirWith({ node: 'n', endpoint: 'http://h:1', hostAddress: 5, programId: 6, containerId: 7, startedAt: 8, coldStartMs: '9' })).get();
     expect(record).toBeDefined();
     expect(record!.hostAddress).toBeUndefined();
     expect(record!.programId).toBeUndefined();

@@ -29,8 +29,7 @@ import { cleanupAfterEach } from './helpers/cleanup.js';
 
 const cleanup = cleanupAfterEach();
 const slackRig = (opts: Parameters<typeof startSlackRig>[0] = {}): Promise<SlackRig> => cleanup.closing(startSlackRig(opts));
-const discordRig = (opts: Parameters<typeof startProxiedDiscordRig>[0] = {}): Promise<ProxiedDiscordRig> =>
-  cleanup.closing(startProxiedDiscordRig(opts));
+const discordRig = (opts: Parameters<typeof startProxiedDiscordRig>[0] = {}): Promise<ProxiedDiscordRig> => cleanup.closing(startProxiedDiscordRig(opts));
 
 /** Sends /imagine and waits for the user's last message to be a final one (not progress). */
 async function imagineUntilFinal(r: SlackRig, user: string, prompt: string, timeoutMs = 15_000): Promise<string> {
@@ -177,7 +176,8 @@ describe('no node to run on', () => {
 describe('Discord rate-limits the delivery (429 with retry_after): delivered late, not lost', () => {
   const alice = { userId: snowflake(Date.now() - 9e9), userName: 'alice' };
   const isImageEdit = (req: { method?: string; url?: string; headers: Record<string, unknown> }) =>
-    req.method === 'PATCH' && /\/webhooks\/\d+\/[^/]+\/messages\/(%40|@)original$/.test(req.url ?? '') &&
+    req.method === 'PATCH' &&
+    /\/webhooks\/\d+\/[^/]+\/messages\/(%40|@)original$/.test(req.url ?? '') &&
     String(req.headers['content-type'] ?? '').startsWith('multipart/form-data');
 
   it('the edit that carries the image is refused twice with 429, then lands once, bytes exact', async () => {

@@ -203,7 +203,13 @@ describe('forged Slack requests are refused before any work', () => {
 
       // A genuine signature over one body, sent with another (the prompt changed in transit).
       const ts = Math.floor(Date.now() / 1000);
-      const signed = new URLSearchParams({ command: '/imagine', text: 'harmless', user_id: 'U0EVE', channel_id: r.slack.channelId, response_url: r.slack.newResponseUrl({ userId: 'U0EVE' }) });
+      const signed = new URLSearchParams({
+        command: '/imagine',
+        text: 'harmless',
+        user_id: 'U0EVE',
+        channel_id: r.slack.channelId,
+        response_url: r.slack.newResponseUrl({ userId: 'U0EVE' }),
+      });
       const sent = new URLSearchParams(signed);
       sent.set('text', 'tampered');
       const tampered = await fetch(r.eventsUrl, {

@@ -67,15 +67,11 @@ describe('the crash-loop guard (MAX_ATTEMPTS = 3)', () => {
     const { services, logs } = boot(env);
     const recovered = recoverSlackJobs(services);
     expect([...recovered.keys()]).toEqual(['twice', 'thrice']);
-    expect(await failureOf(recovered.get('thrice')!)).toBe(
-      messages.inferenceFailed('the job was tried 3 times without finishing'),
-    );
+    expect(await failureOf(recovered.get('thrice')!)).toBe(messages.inferenceFailed('the job was tried 3 times without finishing'));
     expect((await imageOf(recovered.get('twice')!)).equals(pngForPrompt('crashed twice'))).toBe(true);
     // The dropped job never reached the GPU.
     expect(fair.diffusion()!.infers.map((i) => i.prompt)).toEqual(['crashed twice']);
-    expect(logs.entries()).toContainEqual(
-      expect.objectContaining({ jobId: 'thrice', attempts: 3, msg: 'job dropped after repeated attempts' }),
-    );
+    expect(logs.entries()).toContainEqual(expect.objectContaining({ jobId: 'thrice', attempts: 3, msg: 'job dropped after repeated attempts' }));
     const [twice, thrice] = withStore(dataDir, (store) => [store.get('twice'), store.get('thrice')]);
     expect(thrice).toMatchObject({ state: 'failed', error: 'too many attempts', attempts: 3 });
     expect(twice).toMatchObject({ attempts: 3 });

@@ -20,8 +20,7 @@ import { pngForPrompt } from './standins/png.js';
 const cleanup = cleanupAfterEach();
 const admin = user('admin-1');
 const adminEnv = { ADMIN_IDS: `discord:${admin.userId}` };
-const rig = (opts: Parameters<typeof startCoreRig>[0] = {}): Promise<CoreRig> =>
-  cleanup.closing(startCoreRig({ ...opts, env: { ...adminEnv, ...opts.env } }));
+const rig = (opts: Parameters<typeof startCoreRig>[0] = {}): Promise<CoreRig> => cleanup.closing(startCoreRig({ ...opts, env: { ...adminEnv, ...opts.env } }));
 
 /** Another fairbot process (the CLI, or a restarted bot) on the rig's Fair and DATA_DIR. */
 function otherProcess(r: CoreRig, env: Record<string, string> = {}): Services {
@@ -36,7 +35,8 @@ function otherProcess(r: CoreRig, env: Record<string, string> = {}): Services {
 
 const kill = (s: Services) => gpu({ requester: admin, subcommand: 'kill', confirmed: true }, s);
 const status = (s: Services) => gpu({ requester: admin, subcommand: 'status' }, s);
-const createRequest = (r: CoreRig) => waitForEvent(r.fair.events, 'request', 10_000, (q: { call?: string; kind?: string }) => q.call === 'create' && q.kind === 'Create');
+const createRequest = (r: CoreRig) =>
+  waitForEvent(r.fair.events, 'request', 10_000, (q: { call?: string; kind?: string }) => q.call === 'create' && q.kind === 'Create');
 
 describe('/gpu kill during a cold start', () => {
   it('while the start program is Queued: "Stopped" only once Fair confirmed the Kill, and nothing is left running', async () => {
@@ -115,10 +115,16 @@ describe('a failed Fair call after the start program was accepted', () => {
     r.fair.failCall({ call: 'eof', kind: 'Create', status: 500, times: 1_000 });
     const created = waitForEvent<{ containerId: string }>(r.fair.events, 'created', 10_000);
     const text = await failureOf(submit(r.services, 'eof keeps failing'));
-    expect(text).toBe(messages.startupFailed('PUT /buckets/…/%23stdin/eof answered 500: internal server error'.replace('…', text.match(/buckets\/(\d+)/)?.[1] ?? '…')));
+    expect(text).toBe(
+      messages.startupFailed('PUT /buckets/…/%23stdin/eof answered 500: internal server error'.replace('…', text.match(/buckets\/(\d+)/)?.[1] ?? '…')),
+    );
     const { containerId } = await created;
     await eventually(() => r.fair.killPrograms().some((k) => k.containerId === containerId), 5_000, 'the Kill of the abandoned container');
-    await eventually(() => r.fair.liveContainers().length === 0 && r.services.lifecycle.status().pendingKill === undefined, 5_000, 'nothing running, nothing pending');
+    await eventually(
+      () => r.fair.liveContainers().length === 0 && r.services.lifecycle.status().pendingKill === undefined,
+      5_000,
+      'nothing running, nothing pending',
+    );
     // The next job starts one fresh server: no "port is already allocated", no adoption without a container id.
     r.fair.clearCallFaults();
     expect((await imageOf(submit(r.services, 'fresh start'))).equals(pngForPrompt('fresh start'))).toBe(true);
@@ -303,8 +309,6 @@ describe('nodes without a host_address', () => {
 
   it('without INFERENCE_URL the job says what to set', async () => {
     const r = await rig({ fair: { nodes: [{ node_id: 'bare-node' }] } });
-    expect(await failureOf(submit(r.services, 'nowhere to reach'))).toBe(
-      messages.startupFailed('Fair lists no node with a host_address; set INFERENCE_URL'),
-    );
+    expect(await failureOf(submit(r.services, 'nowhere to reach'))).toBe(messages.startupFailed('Fair lists no node with a host_address; set INFERENCE_URL'));
   });
 });

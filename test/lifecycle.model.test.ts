@@ -252,7 +252,12 @@ class World {
   async jobsSettled(): Promise<void> {
     const open = this.jobs.filter((j) => j.finals.length === 0);
     await eventually(() => open.every((j) => j.finals.length > 0), 2 * this.waitBoundMs + STOP_TIMEOUT_MS + 5_000, 'every job to settle').catch(() =>
-      this.violate(`job(s) never settled: ${open.filter((j) => j.finals.length === 0).map((j) => `"${j.prompt}" (last event ${j.job.lastEvent.type})`).join(', ')}`),
+      this.violate(
+        `job(s) never settled: ${open
+          .filter((j) => j.finals.length === 0)
+          .map((j) => `"${j.prompt}" (last event ${j.job.lastEvent.type})`)
+          .join(', ')}`,
+      ),
     );
   }
 
@@ -275,7 +280,11 @@ class World {
       await this.jobsSettled();
       await eventually(() => this.quiet(), PENDING_KILL_BOUND_MS + 10_000, 'a quiescent point (no start, stop or program in flight)');
     } catch (error) {
-      this.violate(`${(error as Error).message}: ${this.procs().map((p) => `${p.name} ${p.services.lifecycle.state}`).join(', ')}; record ${describeRecord(this.record())}`);
+      this.violate(
+        `${(error as Error).message}: ${this.procs()
+          .map((p) => `${p.name} ${p.services.lifecycle.state}`)
+          .join(', ')}; record ${describeRecord(this.record())}`,
+      );
       return;
     }
     if (this.notResponding) return;
@@ -307,7 +316,10 @@ class World {
     if (!this.notResponding) {
       for (const reply of this.kills.filter((k) => k.unfinished)) {
         const stillUp = reply.liveAtReply.filter((id) => live.some((c) => c.containerId === id));
-        if (stillUp.length > 0) this.violate(`/gpu kill in the ${reply.by} said "${reply.message.slice(0, 80)}", yet container ${stillUp.map(short).join(', ')} still runs with Fair answering`);
+        if (stillUp.length > 0)
+          this.violate(
+            `/gpu kill in the ${reply.by} said "${reply.message.slice(0, 80)}", yet container ${stillUp.map(short).join(', ')} still runs with Fair answering`,
+          );
       }
       for (const reply of this.kills) reply.unfinished = false;
     }
@@ -315,11 +327,17 @@ class World {
       if (j.finals.length !== 1) this.violate(`job "${j.prompt}" settled ${j.finals.length} times`);
       const final = j.finals[0];
       if (final?.type === 'done' && !final.image.bytes.equals(pngForPrompt(j.prompt))) this.violate(`job "${j.prompt}" got the wrong image`);
-      if (final?.type === 'failed' && !KNOWN_FAILURES.some((re) => re.test(final.message))) this.violate(`job "${j.prompt}" failed with an unknown text: ${final.message}`);
+      if (final?.type === 'failed' && !KNOWN_FAILURES.some((re) => re.test(final.message)))
+        this.violate(`job "${j.prompt}" failed with an unknown text: ${final.message}`);
       const longest = Math.max(0, ...j.waitsMs);
-      if (longest > this.waitBoundMs) this.violate(`job "${j.prompt}" waited ${longest} ms for a server (bound ${this.waitBoundMs} ms): ${final?.type === 'failed' ? final.message : 'done'}`);
+      if (longest > this.waitBoundMs)
+        this.violate(
+          `job "${j.prompt}" waited ${longest} ms for a server (bound ${this.waitBoundMs} ms): ${final?.type === 'failed' ? final.message : 'done'}`,
+        );
     }
-    this.note(`  quiescent: live ${live.map((c) => short(c.containerId)).join(',') || 'none'}; record ${describeRecord(record)}; jobs ${this.jobs.map((j) => `${j.prompt.split(' ').pop()}:${outcomeWord(j)}`).join(' ')}`);
+    this.note(
+      `  quiescent: live ${live.map((c) => short(c.containerId)).join(',') || 'none'}; record ${describeRecord(record)}; jobs ${this.jobs.map((j) => `${j.prompt.split(' ').pop()}:${outcomeWord(j)}`).join(' ')}`,
+    );
   }
 
   async close(): Promise<void> {
@@ -332,14 +350,14 @@ class World {
 }
 
 const KNOWN_FAILURES = [
-  new RegExp(`^${escape(messages.killedByAdmin)}$`),
-  new RegExp(`^${escape(messages.stoppedForShutdown)}$`),
-  new RegExp(`^${escape(messages.startupTimeout(STARTUP_TIMEOUT_S))}$`),
+  new RegExp(`^${escapeRegExp(messages.killedByAdmin)}$`),
+  new RegExp(`^${escapeRegExp(messages.stoppedForShutdown)}$`),
+  new RegExp(`^${escapeRegExp(messages.startupTimeout(STARTUP_TIMEOUT_S))}$`),
   /^Could not start the GPU server: .+\. Your image was not generated/,
   /^Image generation failed: .+\. Try again/,
 ];
 
-function escape(text: string): string {
+function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
@@ -614,7 +632,12 @@ class ExitCli extends Step {
  */
 class NodeBackBetweenResultAndInfo extends Step {
   async act(m: Model, w: World) {
-    const starts = new Set(w.fair.programs().filter((p) => p.kind === 'Create').map((p) => p.programId));
+    const starts = new Set(
+      w.fair
+        .programs()
+        .filter((p) => p.kind === 'Create')
+        .map((p) => p.programId),
+    );
     await new Promise<void>((resolve) => {
       const onRequest = (q: { call?: string; path: string }) => {
         if (q.call !== 'info' || ![...starts].some((id) => q.path.includes(`/programs/${id}/`))) return;
@@ -667,9 +690,7 @@ const commands = fc.commands(
   [
     fc.tuple(proc, fc.integer({ min: 1, max: 2 })).map(([who, n]) => new Submit(who, n)),
     proc.map((who) => new Kill(who)),
-    fc
-      .tuple(proc, trigger, interruption)
-      .map(([who, t, then]) => new DuringStart(who, t, then)),
+    fc.tuple(proc, trigger, interruption).map(([who, t, then]) => new DuringStart(who, t, then)),
     fc.constant(new IdleFire()),
     fc.integer({ min: 1, max: 3 }).map((code) => new CrashDiffusion(code)),
     fc.tuple(fc.integer({ min: 1, max: 3 }), fc.constantFrom(5, 60)).map(([code, after]) => new ArmStartupCrash(code, after)),

@@ -41,7 +41,12 @@ async function startupError(promise: Promise<unknown>): Promise<StartupError> {
 }
 
 describe('which node a start goes to', () => {
-  const twoNodes = { nodes: [{ node_id: 'node-a', host_address: '127.0.0.2' }, { node_id: 'node-b', host_address: '127.0.0.3' }] };
+  const twoNodes = {
+    nodes: [
+      { node_id: 'node-a', host_address: '127.0.0.2' },
+      { node_id: 'node-b', host_address: '127.0.0.3' },
+    ],
+  };
 
   it('FAIR_NODE names a node: the start program goes there, and the server is reached at its host_address', async () => {
     const r = await rig({ fair: twoNodes, env: { FAIR_NODE: 'node-b' } });
@@ -142,13 +147,20 @@ describe('without a Fair account (INFERENCE_URL only)', () => {
 
 describe('/gpu status facts', () => {
   it('the control-plane check: the number of nodes, or why Fair did not answer in time', async () => {
-    const r = await rig({ fair: { nodes: [{ node_id: 'a', host_address: '127.0.0.2' }, { node_id: 'b', host_address: '127.0.0.3' }] } });
+    const r = await rig({
+      fair: {
+        nodes: [
+          { node_id: 'a', host_address: '127.0.0.2' },
+          { node_id: 'b', host_address: '127.0.0.3' },
+        ],
+      },
+    });
     expect(await r.services.lifecycle.checkControlPlane()).toEqual({ ok: true, nodes: 2 });
     r.fair.setFault('slow', { slowMs: 2_000 });
     expect(await r.services.lifecycle.checkControlPlane(200)).toEqual({ ok: false, reason: 'no answer within 0.2 s' });
   });
 
-  it('the last generation of any process on the DATA_DIR, and another process\'s ready server shown as ready', async () => {
+  it("the last generation of any process on the DATA_DIR, and another process's ready server shown as ready", async () => {
     const r = await rig();
     await imageOf(submit(r.services, 'one generation'));
     const status = r.services.lifecycle.status();

@@ -19,8 +19,7 @@ import { cleanupAfterEach } from './helpers/cleanup.js';
 
 const cleanup = cleanupAfterEach();
 const rig = (opts: Parameters<typeof startCoreRig>[0] = {}): Promise<CoreRig> => cleanup.closing(startCoreRig(opts));
-const handDiffusion = (opts: Parameters<typeof startDiffusionStandin>[0] = {}): Promise<DiffusionStandin> =>
-  cleanup.closing(startDiffusionStandin(opts));
+const handDiffusion = (opts: Parameters<typeof startDiffusionStandin>[0] = {}): Promise<DiffusionStandin> => cleanup.closing(startDiffusionStandin(opts));
 
 /** Services of a second bot process sharing the rig's Fair and DATA_DIR (a restart). */
 function restartedServices(r: CoreRig, logs = new LogCapture()): Services {
@@ -60,11 +59,18 @@ describe('cold start: exactly one start', () => {
     const prompts = Array.from({ length: 20 }, (_, i) => `prompt number ${i}`);
     const jobs = prompts.map((p, i) => submit(r.services, p, user(`u${i}`)));
     const images = await Promise.all(jobs.map((j) => imageOf(j)));
-    images.forEach((bytes, i) => expect(bytes.equals(pngForPrompt(prompts[i]!))).toBe(true));
+    images.forEach((bytes, i) => {
+      expect(bytes.equals(pngForPrompt(prompts[i]!))).toBe(true);
+    });
     expect(r.fair.startPrograms()).toBe(1);
     expect(startEvents(r)).toHaveLength(1);
     expect(r.fair.rejections).toEqual([]);
-    expect(r.fair.diffusion()!.infers.map((i) => i.prompt).sort()).toEqual([...prompts].sort());
+    expect(
+      r.fair
+        .diffusion()!
+        .infers.map((i) => i.prompt)
+        .sort(),
+    ).toEqual([...prompts].sort());
   });
 
   it('holds jobs through a cold start that is long against the probe interval (refused, then 503 while loading)', async () => {
@@ -217,7 +223,7 @@ describe('startup timeout and backoff', () => {
     expect(r.fair.liveContainers()).toEqual([]);
   });
 
-  it('a start program Fair refuses fails the waiting jobs with Fair\'s reason', async () => {
+  it("a start program Fair refuses fails the waiting jobs with Fair's reason", async () => {
     const r = await rig({ env: { FAIR_NODE: 'node-9' } });
     const text = await failureOf(submit(r.services, 'nowhere'));
     expect(text).toContain('Could not start the GPU server');
@@ -232,9 +238,7 @@ describe('crashes', () => {
     r.fair.events.once('diffusion-listening', (d: DiffusionStandin) => d.setFault('crash', { times: 1 }));
     const crashed = submit(r.services, 'the crash');
     const later = ['later one', 'later two', 'later three'].map((p) => submit(r.services, p));
-    expect(await failureOf(crashed)).toBe(
-      messages.inferenceFailed('the GPU server dropped the connection mid-generation (it may have crashed)'),
-    );
+    expect(await failureOf(crashed)).toBe(messages.inferenceFailed('the GPU server dropped the connection mid-generation (it may have crashed)'));
     for (const [i, job] of later.entries()) {
       expect((await imageOf(job)).equals(pngForPrompt(['later one', 'later two', 'later three'][i]!))).toBe(true);
     }
@@ -277,7 +281,12 @@ describe('idle shutdown', () => {
     // While a job still ran or waited, no Kill (the third is the last: the idle time starts then).
     expect(killsSeenAtDone.slice(0, 2)).toEqual([0, 0]);
     await killed;
-    const lastInferEnd = Math.max(...r.fair.containers.values().next().value!.diffusion!.infers.map((i) => i.endedAt ?? Infinity));
+    const lastInferEnd = Math.max(
+      ...r.fair.containers
+        .values()
+        .next()
+        .value!.diffusion!.infers.map((i) => i.endedAt ?? Infinity),
+    );
     expect(programRequests(r, 'Kill')[0]!.at - lastInferEnd).toBeGreaterThanOrEqual(110);
     expect(r.fair.killPrograms()).toHaveLength(1);
     expect(r.fair.startPrograms()).toBe(1);

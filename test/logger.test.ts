@@ -150,7 +150,9 @@ describe('secrets in the logs of a full job run (LOG_LEVEL=debug)', () => {
     const job = submit(services, 'listener trouble');
     job.subscribe((event) => {
       if (event.type === 'generating') {
-        throw new Error(`POST https://discord.com/api/v10/webhooks/1/${DISCORD_TOKEN}/messages failed (Authorization: Bot ${DISCORD_TOKEN}, slack ${SLACK_BOT_TOKEN})`);
+        throw new Error(
+          `POST https://discord.com/api/v10/webhooks/1/${DISCORD_TOKEN}/messages failed (Authorization: Bot ${DISCORD_TOKEN}, slack ${SLACK_BOT_TOKEN})`,
+        );
       }
     });
     expect((await imageOf(job)).equals(pngForPrompt('listener trouble'))).toBe(true);

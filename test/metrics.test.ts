@@ -107,7 +107,13 @@ describe('/metrics after jobs through Slack', () => {
     // Not in the channel: the upload is refused, and so is the ephemeral fallback (the
     // response_url is spent), so both errors are counted.
     const responseUrl = r.slack.newResponseUrl({ userId: 'U0EMMA', channelId: 'C0PRIVATE', maxPosts: 0 });
-    await r.slack.sendSlashCommand(r.eventsUrl, { command: '/imagine', text: 'nowhere', user_id: 'U0EMMA', channel_id: 'C0PRIVATE', response_url: responseUrl });
+    await r.slack.sendSlashCommand(r.eventsUrl, {
+      command: '/imagine',
+      text: 'nowhere',
+      user_id: 'U0EMMA',
+      channel_id: 'C0PRIVATE',
+      response_url: responseUrl,
+    });
     await r.slack.waitFor(
       () => r.logs.entries().some((e) => e.msg === 'could not tell the user the outcome of their command'),
       20_000,
@@ -128,7 +134,11 @@ describe('/healthz with Slack over Socket Mode', () => {
     r.slack.disconnectSockets();
     await r.slack.waitFor(() => r.app.slack!.health?.().ok === false, 5_000, 'the lost connection');
     expect(await healthz(r)).toEqual({ status: 503, body: { ok: false, reason: 'slack: Socket Mode not connected' } });
-    await r.slack.waitFor(() => r.slack.callsTo('apps.connections.open').some((c) => c.status === 200 && c !== r.slack.callsTo('apps.connections.open')[0]), 15_000, 'the reconnection');
+    await r.slack.waitFor(
+      () => r.slack.callsTo('apps.connections.open').some((c) => c.status === 200 && c !== r.slack.callsTo('apps.connections.open')[0]),
+      15_000,
+      'the reconnection',
+    );
     await r.slack.waitFor(() => r.app.slack!.health?.().ok === true, 15_000, 'health to recover');
     expect(await healthz(r)).toEqual({ status: 200, body: { ok: true } });
   });

@@ -134,16 +134,24 @@ describe('the clients, against a server answering random bodies', () => {
   it('the Fair client answers every body with a value or a FairApiError, never anything else', async () => {
     const fair = new FairClient({ serverUrl: url, email: 'e', password: 'p', logger: createLogger({ level: 'silent' }) });
     await fc.assert(
-      fc.asyncProperty(statuses, fc.oneof(fc.string(), fc.json(), fc.jsonValue().map((v) => JSON.stringify({ token: 't', nodes: v, status: v, result: v, program_id: v }))), async (status, body) => {
-        next = { status, body };
-        for (const call of [() => fair.login(), () => fair.listNodes(), () => fair.programStatus('n', '1'), () => fair.programResult('n', '1')]) {
-          try {
-            await call();
-          } catch (error) {
-            expect(error).toBeInstanceOf(FairApiError);
+      fc.asyncProperty(
+        statuses,
+        fc.oneof(
+          fc.string(),
+          fc.json(),
+          fc.jsonValue().map((v) => JSON.stringify({ token: 't', nodes: v, status: v, result: v, program_id: v })),
+        ),
+        async (status, body) => {
+          next = { status, body };
+          for (const call of [() => fair.login(), () => fair.listNodes(), () => fair.programStatus('n', '1'), () => fair.programResult('n', '1')]) {
+            try {
+              await call();
+            } catch (error) {
+              expect(error).toBeInstanceOf(FairApiError);
+            }
           }
-        }
-      }),
+        },
+      ),
       { numRuns: 300 },
     );
   });

@@ -17,7 +17,7 @@ const cleanup = cleanupAfterEach();
 const rig = (opts: Parameters<typeof startCoreRig>[0] = {}): Promise<CoreRig> => cleanup.closing(startCoreRig(opts));
 
 describe('limits', () => {
-  it('refuses a user\'s job beyond USER_MAX_PENDING at once, naming the limit; other users still get in', async () => {
+  it("refuses a user's job beyond USER_MAX_PENDING at once, naming the limit; other users still get in", async () => {
     const r = await rig({ fair: { coldStartMs: 10_000 }, env: { USER_MAX_PENDING: '2' } });
     const alice = user('alice');
     submit(r.services, 'one', alice);

@@ -60,9 +60,15 @@ describe('SIGTERM (docker stop) with a job on the GPU and one queued', () => {
     const second = spawnBot(env);
     cleanups.push(() => second.kill());
     await slackEventsUrl(second);
-    await slack.waitFor(() => imagesByPrompt(slack, [running, queued])[queued] === 1, 20_000, 'the queued job\'s image');
+    await slack.waitFor(() => imagesByPrompt(slack, [running, queued])[queued] === 1, 20_000, "the queued job's image");
     await second.waitForLog((e) => e.msg === 'job delivered', 10_000, 'the delivery');
-    await slack.waitFor(() => lastSlackText(slack, 'U0WAIT') === messages.progress({ type: 'done', image: { bytes: Buffer.alloc(0), mime: 'image/png', extension: 'png' }, generationMs: 0 }), 10_000, 'the done status');
+    await slack.waitFor(
+      () =>
+        lastSlackText(slack, 'U0WAIT') ===
+        messages.progress({ type: 'done', image: { bytes: Buffer.alloc(0), mime: 'image/png', extension: 'png' }, generationMs: 0 }),
+      10_000,
+      'the done status',
+    );
 
     second.child.kill('SIGTERM');
     expect(await second.exit(DOCKER_STOP_GRACE_MS)).toEqual({ code: 0, signal: null });

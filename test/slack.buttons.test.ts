@@ -82,11 +82,7 @@ describe('Slack Re-roll', () => {
     // Anyone else's Re-roll goes through.
     const click = await r.slack.click('socket', 'U0KIM', button, ACTIONS.reroll);
     expect(click.ackMs).toBeLessThan(1_000);
-    await r.slack.waitFor(
-      () => r.slack.channelFiles().some((s) => captionOf(s).pings.includes('@U0KIM')),
-      25_000,
-      "Kim's re-rolled image",
-    );
+    await r.slack.waitFor(() => r.slack.channelFiles().some((s) => captionOf(s).pings.includes('@U0KIM')), 25_000, "Kim's re-rolled image");
     const kim = r.slack.channelFiles().find((s) => captionOf(s).pings.includes('@U0KIM'))!;
     expect(kim.files[0]!.bytes.equals(pngForPrompt('a socket of stars'))).toBe(true);
   });
@@ -143,7 +139,7 @@ describe('Slack Cancel', () => {
     expect(actionIds(r, lastSeen(r.slack, 'U0ALICE'))).toEqual([]);
   });
 
-  it('an admin may cancel anyone\'s job', async () => {
+  it("an admin may cancel anyone's job", async () => {
     const r = await rig({ fair: { coldStartMs: 2_500 } });
     await imagine(r, 'U0ALICE', 'stopped by an admin');
     const jobId = r.slack.buttons(r.slack.userView('U0ALICE')[0]).find((b) => b.action_id === ACTIONS.cancel)!.value!;

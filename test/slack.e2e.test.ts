@@ -45,7 +45,11 @@ describe('Slack /imagine', () => {
     expect(res.text).toMatch(/^(Queued|Warming up the GPU)/);
 
     // While cold, the status is edited in place to say the GPU is warming up.
-    await r.slack.waitFor(() => r.slack.userView('U0BOB').some((m) => m.via === 'response_url' && /^Warming up the GPU \(\d+ s\)/.test(m.text)), 10_000, 'a warming update');
+    await r.slack.waitFor(
+      () => r.slack.userView('U0BOB').some((m) => m.via === 'response_url' && /^Warming up the GPU \(\d+ s\)/.test(m.text)),
+      10_000,
+      'a warming update',
+    );
     await r.slack.waitFor(() => r.slack.channelFiles().length === 1, 20_000, 'the image');
     await r.slack.waitFor(() => lastText(r, 'U0BOB')?.startsWith('Done'), 5_000, 'the done status');
 
@@ -67,9 +71,7 @@ describe('Slack /imagine', () => {
     const r = await rig({ fair: { coldStartMs: 1_500 } });
     const users = ['U01', 'U02', 'U03', 'U04', 'U05', 'U06'];
     const prompts = users.flatMap((u) => [`${u} a cat in a hat`, `${u} a boat on a lake`]);
-    const acks = await Promise.all(
-      prompts.map((p) => r.slack.sendSlashCommand(r.eventsUrl, { command: '/imagine', text: p, user_id: p.split(' ')[0]! })),
-    );
+    const acks = await Promise.all(prompts.map((p) => r.slack.sendSlashCommand(r.eventsUrl, { command: '/imagine', text: p, user_id: p.split(' ')[0]! })));
     for (const a of acks) {
       expect(a.status).toBe(200);
       expect(a.ackMs).toBeLessThan(2_000);
@@ -232,7 +234,13 @@ describe('Slack delivery problems end in a message the user sees', () => {
     const r = await rig();
     // A conversation the bot cannot see, and a response_url that takes no posts.
     const responseUrl = r.slack.newResponseUrl({ userId: 'U0HAL', channelId: 'D0SECRET', maxPosts: 0 });
-    await r.slack.sendSlashCommand(r.eventsUrl, { command: '/imagine', text: 'a secret garden', user_id: 'U0HAL', channel_id: 'D0SECRET', response_url: responseUrl });
+    await r.slack.sendSlashCommand(r.eventsUrl, {
+      command: '/imagine',
+      text: 'a secret garden',
+      user_id: 'U0HAL',
+      channel_id: 'D0SECRET',
+      response_url: responseUrl,
+    });
     await r.slack.waitFor(
       () => r.logs.entries().find((e) => e.msg === 'could not tell the user the outcome of their command' && /channel_not_found/.test(String(e.why))),
       20_000,

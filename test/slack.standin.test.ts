@@ -109,7 +109,11 @@ describe('Slack stand-in with a bare Bolt app', () => {
       fetch(url, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ text: blockId, replace_original: true, blocks: [{ type: 'section', block_id: blockId, text: { type: 'plain_text', text: blockId } }] }),
+        body: JSON.stringify({
+          text: blockId,
+          replace_original: true,
+          blocks: [{ type: 'section', block_id: blockId, text: { type: 'plain_text', text: blockId } }],
+        }),
       });
     expect((await post('b1')).status).toBe(200);
     expect((await post('b2')).status).toBe(200);
@@ -134,7 +138,11 @@ describe('Slack stand-in with a bare Bolt app', () => {
     slack.setFault('chat.postMessage', { ratelimited: 1, times: 1 });
     const started = Date.now();
     // A separate client that retries: the 429 is retried after Retry-After.
-    const retrying = new webApi.WebClient(slack.botToken, { slackApiUrl: slack.apiUrl, retryConfig: { retries: 2, minTimeout: 10, maxTimeout: 20 }, logLevel: LogLevel.ERROR });
+    const retrying = new webApi.WebClient(slack.botToken, {
+      slackApiUrl: slack.apiUrl,
+      retryConfig: { retries: 2, minTimeout: 10, maxTimeout: 20 },
+      logLevel: LogLevel.ERROR,
+    });
     const ok = await retrying.chat.postMessage({ channel: slack.channelId, text: 'after the limit' });
     expect(ok.ok).toBe(true);
     expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
@@ -147,7 +155,11 @@ describe('Slack stand-in with a bare Bolt app', () => {
     const url = slack.newResponseUrl({ userId: 'U1' });
     const statuses: number[] = [];
     for (let i = 0; i < 6; i++) {
-      const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ text: `m${i}`, replace_original: true }) });
+      const r = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ text: `m${i}`, replace_original: true }),
+      });
       statuses.push(r.status);
     }
     expect(statuses).toEqual([200, 200, 200, 200, 200, 404]);
@@ -188,7 +200,7 @@ describe('Slack stand-in with a bare Bolt app', () => {
     expect(slack.callsTo('apps.connections.open')[0]!.token).toBe(slack.appToken);
   });
 
-  it('delivers signed button clicks over HTTP; a click\'s response_url acts on the clicked message', async () => {
+  it("delivers signed button clicks over HTTP; a click's response_url acts on the clicked message", async () => {
     const slack = await standin();
     const seen: string[] = [];
     const { app, url } = await httpApp(slack, (a) => {
@@ -230,7 +242,20 @@ describe('Slack stand-in with a bare Bolt app', () => {
       formatted: ['bold:b'],
     });
     const rich = renderSlackMessage({
-      blocks: [{ type: 'rich_text', elements: [{ type: 'rich_text_section', elements: [{ type: 'text', text: '<!channel> *b*' }, { type: 'user', user_id: 'U2' }] }] }],
+      blocks: [
+        {
+          type: 'rich_text',
+          elements: [
+            {
+              type: 'rich_text_section',
+              elements: [
+                { type: 'text', text: '<!channel> *b*' },
+                { type: 'user', user_id: 'U2' },
+              ],
+            },
+          ],
+        },
+      ],
     });
     expect(rich).toEqual({ text: '<!channel> *b*@U2', pings: ['@U2'], formatted: [] });
     const plain = renderSlackMessage({ text: 'fallback <!here>', blocks: [{ type: 'section', text: { type: 'plain_text', text: '<@U3> _i_' } }] });

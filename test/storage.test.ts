@@ -129,8 +129,16 @@ describe('storage errors name the file and the cause', () => {
     const cases = [
       [{ code: 'SQLITE_FULL', message: 'database or disk is full' }, 'full', '/data/fairbot.db: the disk is full (SQLITE_FULL: database or disk is full)'],
       [{ code: 'ENOSPC', message: 'no space left on device' }, 'full', '/data/fairbot.db: the disk is full (ENOSPC: no space left on device)'],
-      [{ code: 'SQLITE_BUSY', message: 'database is locked' }, 'busy', '/data/fairbot.db: another process holds its write lock (SQLITE_BUSY: database is locked)'],
-      [{ code: 'SQLITE_READONLY', message: 'attempt to write a readonly database' }, 'unwritable', '/data/fairbot.db: it cannot be written (SQLITE_READONLY: attempt to write a readonly database)'],
+      [
+        { code: 'SQLITE_BUSY', message: 'database is locked' },
+        'busy',
+        '/data/fairbot.db: another process holds its write lock (SQLITE_BUSY: database is locked)',
+      ],
+      [
+        { code: 'SQLITE_READONLY', message: 'attempt to write a readonly database' },
+        'unwritable',
+        '/data/fairbot.db: it cannot be written (SQLITE_READONLY: attempt to write a readonly database)',
+      ],
     ] as const;
     for (const [cause, fault, message] of cases) {
       const error = new StorageError('/data/fairbot.db', Object.assign(new Error(cause.message), { code: cause.code }));

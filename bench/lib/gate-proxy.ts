@@ -39,23 +39,20 @@ export async function startGateProxy(opts: {
   const forward = (req: IncomingMessage, body: Buffer, res: ServerResponse) => {
     const headers = { ...req.headers, host: target.host, 'content-length': String(body.length) };
     delete headers['transfer-encoding'];
-    const upstream = request(
-      { protocol: target.protocol, hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers },
-      (up) => {
-        const chunks: Buffer[] = [];
-        up.on('data', (c: Buffer) => chunks.push(c));
-        up.on('end', () => {
-          let out = Buffer.concat(chunks);
-          if (opts.rewriteAnswers && /json/.test(String(up.headers['content-type'] ?? ''))) {
-            out = Buffer.from(out.toString('utf8').split(target.origin).join(self));
-          }
-          const h = { ...up.headers, 'content-length': String(out.length) };
-          delete h['transfer-encoding'];
-          res.writeHead(up.statusCode ?? 502, h);
-          res.end(out);
-        });
-      },
-    );
+    const upstream = request({ protocol: target.protocol, hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (up) => {
+      const chunks: Buffer[] = [];
+      up.on('data', (c: Buffer) => chunks.push(c));
+      up.on('end', () => {
+        let out = Buffer.concat(chunks);
+        if (opts.rewriteAnswers && /json/.test(String(up.headers['content-type'] ?? ''))) {
+          out = Buffer.from(out.toString('utf8').split(target.origin).join(self));
+        }
+        const h = { ...up.headers, 'content-length': String(out.length) };
+        delete h['transfer-encoding'];
+        res.writeHead(up.statusCode ?? 502, h);
+        res.end(out);
+      });
+    });
     upstream.on('error', () => {
       if (!res.headersSent) res.writeHead(502).end();
     });

@@ -22,7 +22,7 @@ export function forkChild(file: string, opts: { tsx: boolean; env?: Record<strin
   return {
     proc,
     next<T>(op: string, timeoutMs: number) {
-      let cleanup = () => undefined as void;
+      let cleanup: () => void = () => {};
       return within(
         new Promise<T>((resolve, reject) => {
           const onMessage = (m: { op: string; message?: string }) => {

@@ -88,7 +88,15 @@ async function overhead(want: (s: string) => boolean, P: Params, progress: Progr
             ]
           : []),
       ],
-      raw: { [id]: runs.map((r) => ({ p50: round(r.p50), p99: round(r.p99), totalMedianMs: round(r.totalMedianMs), generationMedianMs: round(r.generationMedianMs), n: r.overheadsMs.length })) },
+      raw: {
+        [id]: runs.map((r) => ({
+          p50: round(r.p50),
+          p99: round(r.p99),
+          totalMedianMs: round(r.totalMedianMs),
+          generationMedianMs: round(r.generationMedianMs),
+          n: r.overheadsMs.length,
+        })),
+      },
     });
   }
   return out;
@@ -154,7 +162,12 @@ async function memory(want: (s: string) => boolean, P: Params, progress: Progres
           { op: '<=', value: 300 },
           '10 Slack + 10 Discord jobs, all generated: 3 in the platform upload (read in full, never answered), 17 waiting for an upload slot',
         ),
-        row('rss-adapters-delivery-live', '(5) of which still referenced after GC (heap + buffers)', 'MB', summarize(runs.map((r) => mb(r.live.heapUsed + r.live.external)))),
+        row(
+          'rss-adapters-delivery-live',
+          '(5) of which still referenced after GC (heap + buffers)',
+          'MB',
+          summarize(runs.map((r) => mb(r.live.heapUsed + r.live.external))),
+        ),
       ],
       raw: { memoryAdapters: runs },
     },

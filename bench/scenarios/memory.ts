@@ -37,7 +37,16 @@ export function bundleChild(name = 'memory-child'): Promise<{ file: string; how:
         const esbuild = (await import(esbuildName)) as { build(options: Record<string, unknown>): Promise<unknown> };
         mkdirSync(outDir, { recursive: true });
         const file = join(outDir, `${name}.mjs`);
-        await esbuild.build({ entryPoints: [entry], bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', outfile: file, logLevel: 'error' });
+        await esbuild.build({
+          entryPoints: [entry],
+          bundle: true,
+          platform: 'node',
+          format: 'esm',
+          target: 'node20',
+          packages: 'external',
+          outfile: file,
+          logLevel: 'error',
+        });
         return { file, how: 'node (esbuild bundle)' };
       } catch {
         return { file: entry, how: 'node --import tsx (esbuild missing: RSS includes ~50 MB of tsx)' };
@@ -140,7 +149,13 @@ export async function memoryAdaptersDelivery(count: number, imageMb: number, sla
     bot = forkChild(file, { tsx: file.endsWith('.ts'), execArgv: ['--expose-gc'], env: { BENCH_ENV: JSON.stringify(env) } });
     const ready = await bot.next<{ slackPort: number }>('ready', 60_000);
     const t0 = Date.now();
-    platforms.send({ op: 'imagine-batch', eventsUrl: `http://127.0.0.1:${ready.slackPort}/slack/events`, slack: slackCount, discord: count - slackCount, tag: 'memory' });
+    platforms.send({
+      op: 'imagine-batch',
+      eventsUrl: `http://127.0.0.1:${ready.slackPort}/slack/events`,
+      slack: slackCount,
+      discord: count - slackCount,
+      tag: 'memory',
+    });
     await platforms.next('sent', 60_000);
     bot.send({ op: 'await-delivery', count, timeoutMs: 60_000 });
     const inDelivery = await bot.next<{ running: number; waiting: number }>('in-delivery', 65_000);

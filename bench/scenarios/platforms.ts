@@ -166,7 +166,12 @@ export async function discordOverhead(opts: { jobs: number; runTag: string; gene
   try {
     return await timeJobs(rig, opts, 'discord', async (prompt, i) => {
       const sentAt = performance.now();
-      const { id } = discord.dispatchInteraction({ name: 'imagine', options: { prompt }, userId: snowflake(Date.now() - 1e9 - i * 1e6), userName: `bench${i + 3}` });
+      const { id } = discord.dispatchInteraction({
+        name: 'imagine',
+        options: { prompt },
+        userId: snowflake(Date.now() - 1e9 - i * 1e6),
+        userName: `bench${i + 3}`,
+      });
       const arrivedAt = performance.now();
       await discord.waitFor(() => (discord.originalMessage(id)?.attachments.length ?? 0) > 0, 30_000, `the image for ${prompt}`);
       const acceptedAt = performance.now();
@@ -182,7 +187,12 @@ export async function discordOverhead(opts: { jobs: number; runTag: string; gene
 
 /** (4) `commands` commands at once, half Slack half Discord, interleaved, GPU cold; the platform
  * stand-ins run in their own process (bench/platform-child.ts), the bot in this one. */
-export async function ackBurst(opts: { commands: number; runTag: string; beforeBurst?: () => Promise<void>; afterBurst?: () => Promise<void> }): Promise<{ slack: number[]; discord: number[]; all: number[]; refused: number }> {
+export async function ackBurst(opts: {
+  commands: number;
+  runTag: string;
+  beforeBurst?: () => Promise<void>;
+  afterBurst?: () => Promise<void>;
+}): Promise<{ slack: number[]; discord: number[]; all: number[]; refused: number }> {
   const child = forkChild(join(here, '..', 'platform-child.ts'), { tsx: true });
   const next = <T>(op: string, ms: number) => child.next<T>(op, ms);
   let rig: Awaited<ReturnType<typeof startStandins>> | undefined;

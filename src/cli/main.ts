@@ -33,16 +33,10 @@ export interface CliIo {
   stderr: NodeJS.WritableStream;
 }
 
-/** Runs one CLI command and returns its exit code. */
-export async function runCli(argv: string[], io: CliIo): Promise<number> {
-  const usageError = (problem: string) => {
-    io.stderr.write(`fairbot: ${problem}\n${USAGE}\n`);
-    return USAGE_ERROR;
-  };
-  let parsed;
+function parseCliArgs(args: string[]) {
   try {
-    parsed = parseArgs({
-      args: argv,
+    return parseArgs({
+      args,
       allowPositionals: true,
       options: {
         out: { type: 'string', short: 'o' },
@@ -51,9 +45,19 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       },
     });
   } catch (error) {
-    // An unknown or incomplete flag is a mistake worth saying, not something to ignore.
-    return usageError((error as Error).message);
+    return error instanceof Error ? error : new Error(String(error));
   }
+}
+
+/** Runs one CLI command and returns its exit code. */
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  const usageError = (problem: string) => {
+    io.stderr.write(`fairbot: ${problem}\n${USAGE}\n`);
+    return USAGE_ERROR;
+  };
+  const parsed = parseCliArgs(argv);
+  // An unknown or incomplete flag is a mistake worth saying, not something to ignore.
+  if (parsed instanceof Error) return usageError(parsed.message);
   const { values, positionals } = parsed;
   const [command, ...rest] = positionals;
   if (values.help) {
@@ -119,7 +123,10 @@ async function cannotWrite(out: string | undefined): Promise<string | undefined>
       await access('.', constants.W_OK);
       return undefined;
     }
-    const existed = await stat(out).then(() => true, () => false);
+    const existed = await stat(out).then(
+      () => true,
+      () => false,
+    );
     await (await open(out, 'a')).close();
     if (!existed) await rm(out);
     return undefined;
@@ -186,7 +193,6 @@ function cliUser(): string {
     return 'cli';
   }
 }
-
 
 // Run when executed as the `fairbot` bin (not when imported by tests).
 const invokedDirectly = process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpath(process.argv[1])).href;

@@ -23,10 +23,7 @@ export interface GpuResult {
 }
 
 /** /gpu status | kill, admins only. */
-export async function gpu(
-  input: { requester: Requester; subcommand: string; confirmed?: boolean },
-  services: Services,
-): Promise<GpuResult> {
+export async function gpu(input: { requester: Requester; subcommand: string; confirmed?: boolean }, services: Services): Promise<GpuResult> {
   if (!isAdmin(input.requester, services.config)) {
     services.logger.warn({ userId: input.requester.userId, platform: input.requester.platform }, '/gpu refused: not an admin');
     return { ok: false, message: messages.adminOnly };
@@ -118,9 +115,7 @@ export function formatStatus(s: GpuStatusView, now = Date.now()): string {
   if (s.startedAt) lines.push(`Started: ${s.startedAt.toISOString()} (${ago(s.startedAt, now)})`);
   if (s.coldStartMs !== undefined) lines.push(`Last cold start: ${(s.coldStartMs / 1000).toFixed(1)} s`);
   lines.push(`Jobs: ${s.jobsWaiting} waiting, ${s.jobsRunning} running`);
-  lines.push(
-    `Last generation: ${ago(s.lastGenerationAt, now)}${s.lastGenerationMs !== undefined ? ` (${(s.lastGenerationMs / 1000).toFixed(1)} s)` : ''}`,
-  );
+  lines.push(`Last generation: ${ago(s.lastGenerationAt, now)}${s.lastGenerationMs !== undefined ? ` (${(s.lastGenerationMs / 1000).toFixed(1)} s)` : ''}`);
   lines.push(`Generations in the last hour: ${s.generationsLastHour}`);
   if (s.medianGenerationMs !== undefined) lines.push(`Median generation: ${(s.medianGenerationMs / 1000).toFixed(1)} s`);
   if (s.idleShutdownAt) lines.push(`Idle shutdown in ${Math.max(0, Math.round((s.idleShutdownAt.getTime() - now) / 1000))} s`);

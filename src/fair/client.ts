@@ -88,7 +88,10 @@ export class FairClient {
       // It goes into the diffusion server's URL: a path or query there would redirect every probe and prompt.
       const hostAddress = typeof node.host_address === 'string' ? hostForUrl(node.host_address) : undefined;
       if (hostAddress) return [{ nodeId, hostAddress }];
-      this.options.logger.warn({ nodeId, hostAddress: String(node.host_address).slice(0, 200) }, 'Fair lists a node whose host_address is not a host; node ignored');
+      this.options.logger.warn(
+        { nodeId, hostAddress: String(node.host_address).slice(0, 200) },
+        'Fair lists a node whose host_address is not a host; node ignored',
+      );
       return [];
     });
   }
@@ -106,12 +109,10 @@ export class FairClient {
    * whether the program exists.
    */
   async submitProgram(node: string, commands: FairCommand[], opts: CallOptions = {}): Promise<{ programId: string; bucketId: string }> {
-    const answer = (await this.call(
-      'PUT',
-      `/nodes/${encodeURIComponent(node)}/programs`,
-      { version: PROTOCOL_VERSION, commands },
-      opts.signal,
-    )) as { program_id?: unknown; bucket_id?: unknown } | null;
+    const answer = (await this.call('PUT', `/nodes/${encodeURIComponent(node)}/programs`, { version: PROTOCOL_VERSION, commands }, opts.signal)) as {
+      program_id?: unknown;
+      bucket_id?: unknown;
+    } | null;
     const programId = fairId(answer?.program_id);
     const bucketId = fairId(answer?.bucket_id);
     if (!programId || !bucketId) throw new FairApiError('create program', 200, 'the answer has no program_id/bucket_id', false);

@@ -7,7 +7,7 @@ import { newHolderId } from '../storage/leases.js';
 import { isBusy, retryBusy } from '../storage/sqlite.js';
 import { delay, errText, FairApiError, type FairClient, type FairNode } from './client.js';
 import { exitCodeOf, meansAlreadyGone, startServerProgram, waitProgram, type ContainerSpec } from './programs.js';
-import { ServerRecords, type NewServerRecord, type ServerRecord } from './records.js';
+import type { NewServerRecord, ServerRecord, ServerRecords } from './records.js';
 
 export type GpuState = 'stopped' | 'starting' | 'ready' | 'stopping';
 
@@ -512,10 +512,7 @@ export class GpuLifecycle extends EventEmitter {
     const node = await this.retrying(() => this.pickNode(signal), signal);
     const endpoint = config.inferenceUrl ?? (node.hostAddress ? `http://${node.hostAddress}:${config.fairPorts.host}` : undefined);
     if (!endpoint) {
-      throw new StartupError(
-        'failed',
-        messages.startupFailed(`Fair lists no host_address for node ${node.nodeId}; set INFERENCE_URL to the server's address`),
-      );
+      throw new StartupError('failed', messages.startupFailed(`Fair lists no host_address for node ${node.nodeId}; set INFERENCE_URL to the server's address`));
     }
     const spec: ContainerSpec = {
       image: config.fairImage,
@@ -525,7 +522,14 @@ export class GpuLifecycle extends EventEmitter {
     };
     // Past the deadline (or killed) while picking the node: send no start program at all.
     signal.throwIfAborted();
-    const intent: NewServerRecord = { node: node.nodeId, hostAddress: node.hostAddress, endpoint, phase: 'creating', startedAt: new Date().toISOString(), startedBy: this.holder };
+    const intent: NewServerRecord = {
+      node: node.nodeId,
+      hostAddress: node.hostAddress,
+      endpoint,
+      phase: 'creating',
+      startedAt: new Date().toISOString(),
+      startedBy: this.holder,
+    };
     const { id } = await this.write(() => this.records.create(intent));
     this.log.info({ node: node.nodeId, image: spec.image }, 'starting the GPU server on Fair');
     const program = await this.submitStart(id, node.nodeId, spec, endpoint, signal);
@@ -580,7 +584,10 @@ export class GpuLifecycle extends EventEmitter {
             answerLost = true;
             const { refused } = await this.deps.inference.probeDetail(endpoint);
             if (!refused) {
-              throw new StartupError('failed', messages.startupFailed(`${describe(error)}; something already answers on ${endpoint}, so the start is not sent again`));
+              throw new StartupError(
+                'failed',
+                messages.startupFailed(`${describe(error)}; something already answers on ${endpoint}, so the start is not sent again`),
+              );
             }
           }
           throw error;
@@ -674,11 +681,19 @@ export class GpuLifecycle extends EventEmitter {
     // After a start request whose answer was lost, the holder is most likely that request's own
     // container, still in its cold start: wait for it rather than call the port taken.
     if (answerLost || (await inference.probe(endpoint)) !== 'down') {
-      if (answerLost) this.log.warn({ endpoint }, 'the port is held, most likely by the container of a start request whose answer was lost; the bot has no id to stop it by');
+      if (answerLost)
+        this.log.warn({ endpoint }, 'the port is held, most likely by the container of a start request whose answer was lost; the bot has no id to stop it by');
       this.log.warn({ endpoint }, 'host port taken by a diffusion server this bot did not start; using it, and never stopping it');
       await this.waitUntilReady(endpoint, deadline, signal);
       const adopted = await this.write(() =>
-        this.records.create({ node: node.nodeId, hostAddress: node.hostAddress, endpoint, phase: 'ready', startedAt: new Date().toISOString(), external: true }),
+        this.records.create({
+          node: node.nodeId,
+          hostAddress: node.hostAddress,
+          endpoint,
+          phase: 'ready',
+          startedAt: new Date().toISOString(),
+          external: true,
+        }),
       );
       return { endpoint, record: adopted };
     }
@@ -697,7 +712,8 @@ export class GpuLifecycle extends EventEmitter {
   private watchExit(node: string, containerId: string, signal: AbortSignal): () => Promise<number | undefined> {
     const fair = this.deps.fair!;
     const wait = fair.createProgram(node, waitProgram(containerId), { signal }).catch((error: unknown) => {
-      if (!signal.aborted) this.log.warn({ reason: describe(error) }, 'cannot watch the container for an early exit; a crash during start-up shows as a timeout');
+      if (!signal.aborted)
+        this.log.warn({ reason: describe(error) }, 'cannot watch the container for an early exit; a crash during start-up shows as a timeout');
       return undefined;
     });
     let checkedAt = Date.now();

@@ -44,7 +44,12 @@ export function startServerProgram(spec: ContainerSpec): FairCommand[] {
         image: spec.image,
         runtime: spec.runtime,
         // "ip" is the string "null" in Fair's wire format, not JSON null.
-        ports: [[{ port: spec.hostPort, ip: 'null' }, { port: spec.containerPort, protocol: 'Tcp' }]],
+        ports: [
+          [
+            { port: spec.hostPort, ip: 'null' },
+            { port: spec.containerPort, protocol: 'Tcp' },
+          ],
+        ],
         command: [],
         host_config: { network_mode: 'bridge' },
       },

@@ -32,7 +32,9 @@ export class OutcomeLedger {
     } catch (error) {
       throw new StorageError(file, error);
     }
-    this.entries().forEach(({ id }, slot) => this.used.set(id, slot));
+    this.entries().forEach(({ id }, slot) => {
+      this.used.set(id, slot);
+    });
   }
 
   /** The ends recorded here, oldest slot first. */
@@ -41,7 +43,11 @@ export class OutcomeLedger {
     const found: Array<{ id: string; state: EndState }> = [];
     for (let offset = 0; offset + SLOT_BYTES <= bytes.length; offset += SLOT_BYTES) {
       if (bytes[offset] === 0) continue;
-      const [id, state] = bytes.subarray(offset, offset + SLOT_BYTES).toString('utf8').trim().split(' ');
+      const [id, state] = bytes
+        .subarray(offset, offset + SLOT_BYTES)
+        .toString('utf8')
+        .trim()
+        .split(' ');
       if (id && (state === 'delivered' || state === 'failed' || state === 'cancelled')) found.push({ id, state });
     }
     return found;

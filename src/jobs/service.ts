@@ -298,8 +298,12 @@ export class JobService {
   private restore(record: JobRecord): Job | undefined {
     const store = this.deps.store!;
     const job = this.track(
-      new Job(record.id, record.requester, record.prompt, record.reply, (error) =>
-        this.log.error({ jobId: record.id, err: error }, 'a progress listener failed'),
+      new Job(
+        record.id,
+        record.requester,
+        record.prompt,
+        record.reply,
+        (error) => this.log.error({ jobId: record.id, err: error }, 'a progress listener failed'),
         record.createdAt,
       ),
     );
@@ -353,7 +357,7 @@ export class JobService {
     let retried = false;
     try {
       for (;;) {
-        let server;
+        let server: ReadyServer;
         const stopTicking = this.tickWarming(job);
         try {
           server = await lifecycle.ensureReady();

@@ -131,14 +131,14 @@ export class JobStore {
       reply: this.db.prepare(`UPDATE jobs SET reply = @reply, updated_at = @now WHERE id = @id`),
       get: this.db.prepare(`SELECT * FROM jobs WHERE id = ?`),
       unfinished: this.db.prepare(`SELECT * FROM jobs WHERE state IN ('queued', 'running', 'generated') ORDER BY seq`),
-      prune: this.db.prepare(
-        `DELETE FROM jobs WHERE state IN ('delivered', 'failed', 'cancelled') AND updated_at < @before`,
-      ),
+      prune: this.db.prepare(`DELETE FROM jobs WHERE state IN ('delivered', 'failed', 'cancelled') AND updated_at < @before`),
       marker: this.db.prepare(`SELECT token FROM store_marker WHERE id = 1`),
       createMarker: this.db.prepare(`INSERT INTO store_marker (id, token, created_at, checked_at) VALUES (1, @token, @now, @now)`),
       probe: this.db.prepare(`UPDATE store_marker SET checked_at = @now WHERE id = 1`),
     };
-    this.endRows = this.db.transaction((ends: Array<{ id: string; state: EndState }>) => ends.forEach(({ id, state }) => this.endRow(id, state)));
+    this.endRows = this.db.transaction((ends: Array<{ id: string; state: EndState }>) => {
+      for (const { id, state } of ends) this.endRow(id, state);
+    });
     keepSqliteObjects(...Object.values(this.stmts), this.endRows);
     try {
       this.checkMarker(join(dataDir, 'fairbot.db.marker'));
@@ -239,16 +239,18 @@ export class JobStore {
   }
 
   insert(id: string, requester: Requester, prompt: string, reply: Record<string, unknown>): void {
-    this.write(() => this.stmts.insert.run({
-      id,
-      platform: requester.platform,
-      user_id: requester.userId,
-      user_name: requester.userName ?? null,
-      channel_id: requester.channelId ?? null,
-      prompt,
-      reply: JSON.stringify(reply),
-      now: Date.now(),
-    }));
+    this.write(() =>
+      this.stmts.insert.run({
+        id,
+        platform: requester.platform,
+        user_id: requester.userId,
+        user_name: requester.userName ?? null,
+        channel_id: requester.channelId ?? null,
+        prompt,
+        reply: JSON.stringify(reply),
+        now: Date.now(),
+      }),
+    );
   }
 
   markRunning(id: string): void {
@@ -349,7 +351,11 @@ export class JobStore {
   /** Drops ended jobs older than maxAgeMs and image files no job waits for. */
   prune(maxAgeMs = 7 * DAY_MS): number {
     const removed = this.write(() => this.stmts.prune.run({ before: Date.now() - maxAgeMs })).changes;
-    const keep = new Set(this.unfinished().map((r) => r.imageFile).filter(Boolean));
+    const keep = new Set(
+      this.unfinished()
+        .map((r) => r.imageFile)
+        .filter(Boolean),
+    );
     for (const file of readdirSync(this.imageDir)) {
       if (!keep.has(file)) rmSync(join(this.imageDir, file), { force: true });
     }

@@ -31,12 +31,6 @@ export type JobEvent =
   | { type: 'done'; image: GeneratedImage; generationMs: number }
   | { type: 'failed'; message: string; reason: FailureReason };
 
-export type FailureReason =
-  | 'startup-failed'
-  | 'startup-timeout'
-  | 'inference-failed'
-  | 'killed'
-  | 'cancelled'
-  | 'shutdown';
+export type FailureReason = 'startup-failed' | 'startup-timeout' | 'inference-failed' | 'killed' | 'cancelled' | 'shutdown';
 
 export type JobState = 'queued' | 'running' | 'generated' | 'delivered' | 'failed' | 'cancelled';

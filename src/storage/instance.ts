@@ -37,16 +37,20 @@ export async function claimDataDir(dataDir: string, ttlMs: number, logger: Logge
   const log = logger.child({ component: 'instance', holder });
   log.info({ dataDir, ttlMs }, 'holding DATA_DIR for this bot');
   let lost = false;
-  const heartbeat = setInterval(() => {
-    try {
-      const held = leases.acquire(INSTANCE_LEASE, holder, ttlMs, info);
-      if (!held && !lost) log.error({ file, holder: leases.holderOf(INSTANCE_LEASE)?.info }, 'another fairbot took DATA_DIR after this one could not renew its claim');
-      lost = !held;
-    } catch (error) {
-      // A full disk or a held lock: the claim lasts ttlMs, the next beat tries again.
-      log.warn({ err: error, file }, 'could not renew the claim on DATA_DIR');
-    }
-  }, Math.max(100, Math.floor(ttlMs / 3)));
+  const heartbeat = setInterval(
+    () => {
+      try {
+        const held = leases.acquire(INSTANCE_LEASE, holder, ttlMs, info);
+        if (!held && !lost)
+          log.error({ file, holder: leases.holderOf(INSTANCE_LEASE)?.info }, 'another fairbot took DATA_DIR after this one could not renew its claim');
+        lost = !held;
+      } catch (error) {
+        // A full disk or a held lock: the claim lasts ttlMs, the next beat tries again.
+        log.warn({ err: error, file }, 'could not renew the claim on DATA_DIR');
+      }
+    },
+    Math.max(100, Math.floor(ttlMs / 3)),
+  );
   heartbeat.unref();
   return {
     release() {

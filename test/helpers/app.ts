@@ -80,9 +80,7 @@ export interface CoreRig {
 }
 
 /** Fair stand-in + the real core services pointed at it. */
-export async function startCoreRig(
-  opts: { fair?: FairOptions; env?: Record<string, string>; timing?: ServiceOptions['timing'] } = {},
-): Promise<CoreRig> {
+export async function startCoreRig(opts: { fair?: FairOptions; env?: Record<string, string>; timing?: ServiceOptions['timing'] } = {}): Promise<CoreRig> {
   const fair = await startFairStandin({ email: FAIR_EMAIL, password: FAIR_PASSWORD, ...opts.fair });
   const hostPort = await freePort();
   const dir = tempDir();

@@ -3,7 +3,15 @@
  * Discord, Fair and diffusion stand-ins.
  */
 import { startApp, type RunningApp } from '../../src/app.js';
-import { ADMINISTRATOR_PERMISSIONS, buttonsOf, snowflake, startDiscordStandin, type DiscordStandin, type DiscordStandinOptions, type StandinMessage } from '../standins/discord.js';
+import {
+  ADMINISTRATOR_PERMISSIONS,
+  buttonsOf,
+  snowflake,
+  startDiscordStandin,
+  type DiscordStandin,
+  type DiscordStandinOptions,
+  type StandinMessage,
+} from '../standins/discord.js';
 import { freePort, startFairStandin, type FairOptions, type FairStandin } from '../standins/fair.js';
 import { FAIR_EMAIL, FAIR_PASSWORD, FAST_TIMING, fairEnv, LogCapture, tempDir } from './app.js';
 import { recordOutput, registerSecret } from './secret-scan.js';
@@ -30,9 +38,7 @@ export interface DiscordRig {
   close(): Promise<void>;
 }
 
-export async function startDiscordRig(
-  opts: { discord?: DiscordStandinOptions; fair?: FairOptions; env?: Record<string, string> } = {},
-): Promise<DiscordRig> {
+export async function startDiscordRig(opts: { discord?: DiscordStandinOptions; fair?: FairOptions; env?: Record<string, string> } = {}): Promise<DiscordRig> {
   const discord = await startDiscordStandin(opts.discord);
   const fair = await startFairStandin({ email: FAIR_EMAIL, password: FAIR_PASSWORD, ...opts.fair });
   const hostPort = await freePort();
@@ -119,12 +125,7 @@ export function replyWithButton(rig: DiscordRig, interactionId: string, prefix: 
 }
 
 /** A user clicks the button with `prefix` on `message` (a real component interaction, type 3). */
-export function click(
-  rig: DiscordRig,
-  message: StandinMessage,
-  prefix: string,
-  user: { userId: string; userName: string; permissions?: string },
-) {
+export function click(rig: DiscordRig, message: StandinMessage, prefix: string, user: { userId: string; userName: string; permissions?: string }) {
   const customId = buttonIds(rig.discord.messages.get(message.id)).find((id) => id.startsWith(prefix));
   if (!customId) throw new Error(`no "${prefix}" button on message ${message.id}`);
   return { customId, ...rig.discord.dispatchInteraction({ type: 'component', customId, messageId: message.id, ...user }) };

@@ -16,7 +16,5 @@ export async function loginBareClient(standin: DiscordStandin, timeoutMs = 10_00
 
 /** Resolves with the next interaction the client emits (within the deadline). */
 export function nextInteraction(client: Client, timeoutMs = 5000): Promise<Interaction> {
-  return once(client, Events.InteractionCreate, { signal: AbortSignal.timeout(timeoutMs) }).then(
-    ([interaction]) => interaction as Interaction,
-  );
+  return once(client, Events.InteractionCreate, { signal: AbortSignal.timeout(timeoutMs) }).then(([interaction]) => interaction as Interaction);
 }

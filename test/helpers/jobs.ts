@@ -40,7 +40,10 @@ export function steps(events: JobEvent[]): string[] {
 export async function outcome(job: Job, timeoutMs = 10_000): Promise<FinalEvent> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`job "${job.prompt}" had no outcome after ${timeoutMs} ms (last event: ${JSON.stringify(job.lastEvent)})`)), timeoutMs);
+    timer = setTimeout(
+      () => reject(new Error(`job "${job.prompt}" had no outcome after ${timeoutMs} ms (last event: ${JSON.stringify(job.lastEvent)})`)),
+      timeoutMs,
+    );
   });
   try {
     return await Promise.race([job.outcome, deadline]);

@@ -5,14 +5,7 @@ import { afterEach } from 'vitest';
 import { startApp, type RunningApp, type ServiceOptions } from '../../src/app.js';
 import { messages } from '../../src/messages.js';
 import { freePort, startFairStandin, type FairOptions, type FairStandin } from '../standins/fair.js';
-import {
-  renderSlackMessage,
-  startSlackStandin,
-  type FileShare,
-  type RenderedMessage,
-  type SlackStandin,
-  type SlackStandinOptions,
-} from '../standins/slack.js';
+import { renderSlackMessage, startSlackStandin, type FileShare, type RenderedMessage, type SlackStandin, type SlackStandinOptions } from '../standins/slack.js';
 import { FAIR_EMAIL, FAIR_PASSWORD, FAST_TIMING, fairEnv, LogCapture, tempDir } from './app.js';
 
 export const SLACK_ADMIN = 'UADMIN01';
@@ -53,9 +46,7 @@ export async function startSlackRig(
     SLACK_BOT_TOKEN: slack.botToken,
     SLACK_API_URL: slack.apiUrl,
     ADMIN_IDS: `slack:${SLACK_ADMIN},discord:123456789012345678`,
-    ...(opts.socketMode
-      ? { SLACK_APP_TOKEN: slack.appToken }
-      : { SLACK_SIGNING_SECRET: slack.signingSecret, SLACK_PORT: '0' }),
+    ...(opts.socketMode ? { SLACK_APP_TOKEN: slack.appToken } : { SLACK_SIGNING_SECRET: slack.signingSecret, SLACK_PORT: '0' }),
     ...opts.env,
   });
   const start = () => startApp({ env, logDestination: logs, timing: FAST_TIMING, ...opts.app });

@@ -81,12 +81,7 @@ function buildHugeAnswer(): Buffer {
 }
 
 /** Waits for an event (optionally matching a predicate) with a deadline, never a sleep. */
-export function waitForEvent<T = unknown>(
-  emitter: EventEmitter,
-  event: string,
-  timeoutMs = 5000,
-  predicate: (value: T) => boolean = () => true,
-): Promise<T> {
+export function waitForEvent<T = unknown>(emitter: EventEmitter, event: string, timeoutMs = 5000, predicate: (value: T) => boolean = () => true): Promise<T> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       emitter.off(event, onEvent);
@@ -198,14 +193,18 @@ export function startDiffusionStandin(opts: DiffusionOptions = {}): Promise<Diff
       end(rec, status);
     };
     switch (f) {
-      case '500': return reply(500, { error: 'CUDA out of memory' });
+      case '500':
+        return reply(500, { error: 'CUDA out of memory' });
       case '500-control':
         res.writeHead(500, { 'content-type': 'text/plain' });
         res.end(CONTROL_ERROR_BODY);
         return end(rec, 500);
-      case '503': return reply(503, { error: 'model is loading' });
-      case 'no-image': return reply(200, { output: {}, analytics: { inference_time_ms: 1 } });
-      case 'bad-base64': return reply(200, { output: { image_b64: '%%%not base64%%%' }, analytics: {} });
+      case '503':
+        return reply(503, { error: 'model is loading' });
+      case 'no-image':
+        return reply(200, { output: {}, analytics: { inference_time_ms: 1 } });
+      case 'bad-base64':
+        return reply(200, { output: { image_b64: '%%%not base64%%%' }, analytics: {} });
       case 'not-image':
         return reply(200, { output: { image_b64: Buffer.from('this is plain text, not an image\n').toString('base64') }, analytics: {} });
       case 'huge': {

@@ -288,9 +288,7 @@ const EPHEMERAL = 1 << 6;
 const LOADING = 1 << 7;
 
 /** Permissions of an ordinary member: view, send, embed, attach, read history, use commands. */
-export const MEMBER_PERMISSIONS = (
-  (1n << 10n) | (1n << 11n) | (1n << 14n) | (1n << 15n) | (1n << 16n) | (1n << 31n)
-).toString();
+export const MEMBER_PERMISSIONS = ((1n << 10n) | (1n << 11n) | (1n << 14n) | (1n << 15n) | (1n << 16n) | (1n << 31n)).toString();
 export const ADMINISTRATOR_PERMISSIONS = ((1n << 3n) | BigInt(MEMBER_PERMISSIONS)).toString();
 
 function readBody(req: IncomingMessage): Promise<Buffer> {
@@ -471,11 +469,15 @@ function checkComponents(value: unknown): Record<string, unknown>[] {
       const at = `components.${i}.components.${j}`;
       if (child.type === 2) {
         const style = child.style;
-        if (typeof style !== 'number' || style < 1 || style > 6) throw formError(`${at}.style`, 'BASE_TYPE_CHOICES', 'Value must be one of (1, 2, 3, 4, 5, 6).');
-        if (typeof child.label === 'string' && child.label.length > 80) throw formError(`${at}.label`, 'BASE_TYPE_MAX_LENGTH', 'Must be 80 or fewer in length.');
-        if (child.label === undefined && child.emoji === undefined && style !== 6) throw formError(`${at}`, 'BUTTON_COMPONENT_LABEL_OR_EMOJI_REQUIRED', 'A label or an emoji is required.');
+        if (typeof style !== 'number' || style < 1 || style > 6)
+          throw formError(`${at}.style`, 'BASE_TYPE_CHOICES', 'Value must be one of (1, 2, 3, 4, 5, 6).');
+        if (typeof child.label === 'string' && child.label.length > 80)
+          throw formError(`${at}.label`, 'BASE_TYPE_MAX_LENGTH', 'Must be 80 or fewer in length.');
+        if (child.label === undefined && child.emoji === undefined && style !== 6)
+          throw formError(`${at}`, 'BUTTON_COMPONENT_LABEL_OR_EMOJI_REQUIRED', 'A label or an emoji is required.');
         if (style === 5) {
-          if (typeof child.url !== 'string' || child.custom_id !== undefined) throw formError(`${at}.url`, 'BUTTON_COMPONENT_URL_REQUIRED', 'Link buttons need a url and no custom_id.');
+          if (typeof child.url !== 'string' || child.custom_id !== undefined)
+            throw formError(`${at}.url`, 'BUTTON_COMPONENT_URL_REQUIRED', 'Link buttons need a url and no custom_id.');
           return;
         }
         if (style === 6) return;
@@ -483,7 +485,8 @@ function checkComponents(value: unknown): Record<string, unknown>[] {
         throw formError(`${at}.type`, 'COMPONENT_TYPE_INVALID', 'Action rows hold buttons or select menus.');
       }
       const id = child.custom_id;
-      if (typeof id !== 'string' || id.length < 1 || id.length > 100) throw formError(`${at}.custom_id`, 'BASE_TYPE_BAD_LENGTH', 'Must be between 1 and 100 in length.');
+      if (typeof id !== 'string' || id.length < 1 || id.length > 100)
+        throw formError(`${at}.custom_id`, 'BASE_TYPE_BAD_LENGTH', 'Must be between 1 and 100 in length.');
       if (ids.has(id)) throw formError(`${at}.custom_id`, 'COMPONENT_CUSTOM_ID_DUPLICATED', 'Component custom id cannot be duplicated');
       ids.add(id);
     });
@@ -770,9 +773,7 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
       status = error.status;
       call.errorCode = error.code;
       call.errorMessage = error.message;
-      answer = error.errors
-        ? { message: error.message, code: error.code, errors: error.errors }
-        : { message: error.message, code: error.code };
+      answer = error.errors ? { message: error.message, code: error.code, errors: error.errors } : { message: error.message, code: error.code };
     }
     call.status = status;
     record?.();
@@ -782,13 +783,7 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
 
   type Recorder = (fn: () => void) => void;
 
-  async function route_(
-    method: string,
-    route: string,
-    req: IncomingMessage,
-    call: RestCall,
-    onRecord: Recorder,
-  ): Promise<{ status: number; body?: unknown }> {
+  async function route_(method: string, route: string, req: IncomingMessage, call: RestCall, onRecord: Recorder): Promise<{ status: number; body?: unknown }> {
     let m: RegExpExecArray | null;
 
     if (method === 'GET' && route === '/gateway') return { status: 200, body: { url: gatewayUrl } };
@@ -827,7 +822,8 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
     }
 
     // Application commands
-    if ((m = /^\/applications\/(\d+)\/commands$/.exec(route)) || (m = /^\/applications\/(\d+)\/guilds\/(\d+)\/commands$/.exec(route))) {
+    m = /^\/applications\/(\d+)\/commands$/.exec(route) ?? /^\/applications\/(\d+)\/guilds\/(\d+)\/commands$/.exec(route);
+    if (m) {
       requireBot(req);
       const [, app, guild] = m;
       if (app !== applicationId) throw new DiscordError(403, 50001, 'Missing Access');
@@ -842,22 +838,26 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
     }
 
     // Interaction callback (no bot auth)
-    if (method === 'POST' && (m = /^\/interactions\/(\d+)\/([^/]+)\/callback$/.exec(route))) {
+    m = /^\/interactions\/(\d+)\/([^/]+)\/callback$/.exec(route);
+    if (method === 'POST' && m) {
       return interactionCallback(m[1]!, decodeURIComponent(m[2]!), call, onRecord);
     }
 
     // Interaction webhooks (no bot auth)
-    if ((m = /^\/webhooks\/(\d+)\/([^/]+)(?:\/messages\/([^/]+))?$/.exec(route))) {
+    m = /^\/webhooks\/(\d+)\/([^/]+)(?:\/messages\/([^/]+))?$/.exec(route);
+    if (m) {
       return webhook(method, m[1]!, decodeURIComponent(m[2]!), m[3] === undefined ? undefined : decodeURIComponent(m[3]), call, onRecord);
     }
 
     // Channels (bot auth)
-    if ((m = /^\/channels\/(\d+)$/.exec(route)) && method === 'GET') {
+    m = /^\/channels\/(\d+)$/.exec(route);
+    if (m && method === 'GET') {
       requireBot(req);
       if (m[1] !== channelId) throw new DiscordError(404, 10003, 'Unknown Channel');
       return { status: 200, body: channelPayload() };
     }
-    if ((m = /^\/channels\/(\d+)\/messages$/.exec(route)) && method === 'POST') {
+    m = /^\/channels\/(\d+)\/messages$/.exec(route);
+    if (m && method === 'POST') {
       requireBot(req);
       const target = m[1]!;
       const rec: ChannelMessageRecord = { ...call, channelId: target, authorization: req.headers.authorization };
@@ -869,7 +869,8 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
       const msg = createMessage({ channelId: target, source: 'channel', body: call.body, files: call.files, requireContent: true });
       return { status: 200, body: messageJson(msg) };
     }
-    if ((m = /^\/guilds\/(\d+)$/.exec(route)) && method === 'GET') {
+    m = /^\/guilds\/(\d+)$/.exec(route);
+    if (m && method === 'GET') {
       requireBot(req);
       if (m[1] !== guildId) throw new DiscordError(404, 10004, 'Unknown Guild');
       return { status: 200, body: guildPayload() };
@@ -879,7 +880,8 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
   }
 
   function storeCommands(scope: 'global' | 'guild', body: unknown): Record<string, unknown>[] {
-    if (!Array.isArray(body)) throw new DiscordError(400, 50035, 'Invalid Form Body', { _errors: [{ code: 'LIST_TYPE_CONVERT', message: 'Must be an array' }] });
+    if (!Array.isArray(body))
+      throw new DiscordError(400, 50035, 'Invalid Form Body', { _errors: [{ code: 'LIST_TYPE_CONVERT', message: 'Must be an array' }] });
     const errors: Record<string, unknown> = {};
     body.forEach((c, i) => {
       const cmd = asRecord(c);
@@ -913,12 +915,7 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
     return registered[scope];
   }
 
-  function interactionCallback(
-    id: string,
-    itoken: string,
-    call: RestCall,
-    onRecord: Recorder,
-  ): { status: number; body?: unknown } {
+  function interactionCallback(id: string, itoken: string, call: RestCall, onRecord: Recorder): { status: number; body?: unknown } {
     const state = interactions.get(id);
     const body = asRecord(call.body);
     const rec: CallbackRecord = {
@@ -945,13 +942,23 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
         state.originalMessageId = msg.id;
         break;
       case 5: // DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE
-        msg = createMessage({ channelId: state.channelId, source: 'interaction', body: { flags: (Number(data.flags ?? 0) | LOADING) }, files: [], requireContent: false, interactionId: id });
+        msg = createMessage({
+          channelId: state.channelId,
+          source: 'interaction',
+          body: { flags: Number(data.flags ?? 0) | LOADING },
+          files: [],
+          requireContent: false,
+          interactionId: id,
+        });
         msg.loading = true;
         state.originalMessageId = msg.id;
         break;
       case 6: // DEFERRED_UPDATE_MESSAGE
       case 7: // UPDATE_MESSAGE
-        if (!isComponent) throw new DiscordError(400, 50035, 'Invalid Form Body', { type: { _errors: [{ code: 'INTERACTION_RESPONSE_TYPE_INVALID', message: 'Interaction response type is invalid for this interaction' }] } });
+        if (!isComponent)
+          throw new DiscordError(400, 50035, 'Invalid Form Body', {
+            type: { _errors: [{ code: 'INTERACTION_RESPONSE_TYPE_INVALID', message: 'Interaction response type is invalid for this interaction' }] },
+          });
         {
           const target = messages.get(String(asRecord(state.payload.message).id));
           if (target && type === 7) applyEdit(target, data, call.files);
@@ -959,7 +966,9 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
         }
         break;
       default:
-        throw new DiscordError(400, 50035, 'Invalid Form Body', { type: { _errors: [{ code: 'BASE_TYPE_CHOICES', message: `Value must be one of (1, 4, 5, 6, 7, 8, 9, 10, 12).` }] } });
+        throw new DiscordError(400, 50035, 'Invalid Form Body', {
+          type: { _errors: [{ code: 'BASE_TYPE_CHOICES', message: `Value must be one of (1, 4, 5, 6, 7, 8, 9, 10, 12).` }] },
+        });
     }
     state.acknowledged = true;
     if (call.query.get('with_response') === 'true') {
@@ -995,12 +1004,19 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
       webhookMessages.push(rec);
     });
     if (app !== applicationId) throw new DiscordError(404, 10015, 'Unknown Webhook');
-    if (!state || !state.acknowledged || call.at - state.dispatchedAt > tokenLifetimeMs) {
+    if (!state?.acknowledged || call.at - state.dispatchedAt > tokenLifetimeMs) {
       throw new DiscordError(401, 50027, 'Invalid Webhook Token');
     }
     if (messageId === undefined) {
       if (method !== 'POST') throw new DiscordError(405, 0, '405: Method Not Allowed');
-      const msg = createMessage({ channelId: state.channelId, source: 'followup', body: call.body, files: call.files, requireContent: true, interactionId: state.id });
+      const msg = createMessage({
+        channelId: state.channelId,
+        source: 'followup',
+        body: call.body,
+        files: call.files,
+        requireContent: true,
+        interactionId: state.id,
+      });
       return call.query.get('wait') === 'true' ? { status: 200, body: messageJson(msg) } : { status: 204 };
     }
     const id = messageId === '@original' ? state.originalMessageId : messageId;
@@ -1029,7 +1045,10 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
 
   function checkContent(content: unknown): string {
     if (content === undefined || content === null) return '';
-    if (typeof content !== 'string') throw new DiscordError(400, 50035, 'Invalid Form Body', { content: { _errors: [{ code: 'STRING_TYPE_CONVERT', message: 'Could not interpret as string.' }] } });
+    if (typeof content !== 'string')
+      throw new DiscordError(400, 50035, 'Invalid Form Body', {
+        content: { _errors: [{ code: 'STRING_TYPE_CONVERT', message: 'Could not interpret as string.' }] },
+      });
     if (content.length > MESSAGE_CONTENT_MAX) {
       throw new DiscordError(400, 50035, 'Invalid Form Body', {
         content: { _errors: [{ code: 'BASE_TYPE_MAX_LENGTH', message: `Must be ${MESSAGE_CONTENT_MAX} or fewer in length.` }] },
@@ -1368,7 +1387,10 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
       if (!input.unlisted) {
         const button = buttonsOf(target).find((b) => b.customId === input.customId);
         if (!button) {
-          const present = buttonsOf(target).map((b) => b.customId ?? b.url).join(', ') || 'none';
+          const present =
+            buttonsOf(target)
+              .map((b) => b.customId ?? b.url)
+              .join(', ') || 'none';
           throw new Error(`stand-in: message ${input.messageId} has no component "${input.customId}" to click (it has: ${present})`);
         }
         if (button.disabled) throw new Error(`stand-in: the button "${input.customId}" is disabled`);
@@ -1387,8 +1409,7 @@ export async function startDiscordStandin(opts: DiscordStandinOptions = {}): Pro
       };
     } else {
       type = 2;
-      const cmd =
-        registered.guild.find((c) => c.name === input.name) ?? registered.global.find((c) => c.name === input.name);
+      const cmd = registered.guild.find((c) => c.name === input.name) ?? registered.global.find((c) => c.name === input.name);
       const options = optionsFor(input);
       data = {
         id: (cmd?.id as string | undefined) ?? snowflake(now - 86_400_000),

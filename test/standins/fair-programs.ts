@@ -7,11 +7,7 @@ export const PROGRAM_KINDS = ['Create', 'Kill', 'Wait'] as const;
 export type ProgramKind = (typeof PROGRAM_KINDS)[number];
 
 /** One validated command; `$0` references are resolved by the stand-in when it runs. */
-export type Command =
-  | { type: 'Create'; hostPort: number }
-  | { type: 'Start' }
-  | { type: 'Wait'; containerId: string }
-  | { type: 'Kill'; containerId: string };
+export type Command = { type: 'Create'; hostPort: number } | { type: 'Start' } | { type: 'Wait'; containerId: string } | { type: 'Kill'; containerId: string };
 
 type Obj = Record<string, unknown>;
 export const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);

@@ -45,14 +45,7 @@ import { EventEmitter } from 'node:events';
 import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import {
-  readBody,
-  sendJson,
-  startDiffusionStandin,
-  waitForEvent,
-  type DiffusionOptions,
-  type DiffusionStandin,
-} from './diffusion.js';
+import { readBody, sendJson, startDiffusionStandin, waitForEvent, type DiffusionOptions, type DiffusionStandin } from './diffusion.js';
 import { isObj, PROGRAM_KINDS, validateProgram, type Command, type ProgramKind } from './fair-programs.js';
 
 import { registerSecret } from '../helpers/secret-scan.js';
@@ -312,7 +305,15 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
 
   const nodes = new Map<string, Node>();
   for (const n of opts.nodes ?? [{ node_id: 'node-1', host_address: '127.0.0.1' }]) {
-    const node: Node = { id: n.node_id, hostAddress: n.host_address, timing: pickTiming(n), listed: true, notResponding: false, back: Promise.resolve(), wake: () => {} };
+    const node: Node = {
+      id: n.node_id,
+      hostAddress: n.host_address,
+      timing: pickTiming(n),
+      listed: true,
+      notResponding: false,
+      back: Promise.resolve(),
+      wake: () => {},
+    };
     nodes.set(n.node_id, node);
   }
   const nodeNamed = (id: string): Node => {
@@ -763,7 +764,14 @@ export async function startFairStandin(opts: FairOptions = {}): Promise<FairStan
   return api;
 }
 
-const snapshot = ({ node, programId, bucketId, kind, status, result }: FairProgram): FairProgram => ({ node, programId, bucketId, kind, status, result: [...result] });
+const snapshot = ({ node, programId, bucketId, kind, status, result }: FairProgram): FairProgram => ({
+  node,
+  programId,
+  bucketId,
+  kind,
+  status,
+  result: [...result],
+});
 
 /** Only the durations that are set (an explicit undefined must not hide a default). */
 function pickTiming(t: FairTiming): FairTiming {

@@ -253,7 +253,12 @@ export interface SlackStandin {
    * app's events URL) or over Socket Mode (`'socket'`). Fails when the message has no
    * such button, as a user could not click it.
    */
-  click(target: string, userId: string, message: VisibleMessage | ChannelPost | undefined, actionId: string): Promise<BlockActionResult | { envelopeId: string; ackMs: number; responseUrl: string }>;
+  click(
+    target: string,
+    userId: string,
+    message: VisibleMessage | ChannelPost | undefined,
+    actionId: string,
+  ): Promise<BlockActionResult | { envelopeId: string; ackMs: number; responseUrl: string }>;
   /** Files shared in a channel (default: the default channel). */
   channelFiles(channelId?: string): FileShare[];
   /** Calls of one method. */
@@ -403,7 +408,7 @@ export function renderSlackMessage(msg: { text?: string; blocks?: unknown }): Re
   const pings: string[] = [];
   const formatted: string[] = [];
   const mrkdwn = (src: string): string => {
-    const fmt = /(^|[\s(\["'])([*_~`])(?=\S)([^\n]*?\S)\2(?=$|[\s)\].,!?:;"'])/g;
+    const fmt = /(^|[\s(["'])([*_~`])(?=\S)([^\n]*?\S)\2(?=$|[\s)\].,!?:;"'])/g;
     for (const m of src.matchAll(fmt)) {
       const kind = { '*': 'bold', _: 'italic', '~': 'strike', '`': 'code' }[m[2]!]!;
       formatted.push(`${kind}:${m[3]}`);
@@ -727,7 +732,10 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     // Everything the bot says to Slack goes through the suite-wide secret scan (the
     // credential field itself excepted: Slack is where the token belongs).
     const { token: _credential, ...said } = params;
-    recordOutput(`slack ${method}`, JSON.stringify(said, (_k, v: unknown) => (Buffer.isBuffer(v) ? `<${v.length} bytes>` : v)));
+    recordOutput(
+      `slack ${method}`,
+      JSON.stringify(said, (_k, v: unknown) => (Buffer.isBuffer(v) ? `<${v.length} bytes>` : v)),
+    );
     const { record } = logCall(method, params, req, token);
     const reply = (body: Record<string, unknown>) => {
       record(200, body);
@@ -806,7 +814,8 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
         // Stricter than Slack, which ignores what it does not know: an argument outside the
         // documented ones (a misspelt `alt_text` for `alt_txt`) would be silently lost there.
         const unknown = Object.keys(params).filter((k) => !UPLOAD_URL_ARGUMENTS.has(k));
-        if (unknown.length > 0) return reply({ ok: false, error: 'invalid_arguments', detail: `not an argument of files.getUploadURLExternal: ${unknown.join(', ')}` });
+        if (unknown.length > 0)
+          return reply({ ok: false, error: 'invalid_arguments', detail: `not an argument of files.getUploadURLExternal: ${unknown.join(', ')}` });
         const altText = str('alt_txt');
         if (altText !== undefined && [...altText].length > 1000) return reply({ ok: false, error: 'alt_txt_too_large' });
         const fileId = `F${randomBytes(5).toString('hex').toUpperCase()}`;
@@ -903,7 +912,14 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     recordOutput('slack response_url', raw.toString('utf8'));
     const post: ResponseUrlPost = { id, url: `${url}/response/${id}`, body, accepted: false, status: 0, at: Date.now() };
     responseUrlPosts.push(post);
-    const calls0: ApiCall = { method: 'response_url', params: body, contentType: String(req.headers['content-type'] ?? ''), at: post.at, status: 0, response: undefined };
+    const calls0: ApiCall = {
+      method: 'response_url',
+      params: body,
+      contentType: String(req.headers['content-type'] ?? ''),
+      at: post.at,
+      status: 0,
+      response: undefined,
+    };
     calls.push(calls0);
     const refuse = (status: number, error: string) => {
       post.status = status;
@@ -1014,9 +1030,7 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     });
   }
 
-  function newResponseUrl(
-    o: { userId?: string; channelId?: string; ttlMs?: number; maxPosts?: number; source?: ResponseUrlState['source'] } = {},
-  ): string {
+  function newResponseUrl(o: { userId?: string; channelId?: string; ttlMs?: number; maxPosts?: number; source?: ResponseUrlState['source'] } = {}): string {
     const id = randomBytes(8).toString('hex');
     const u = `${url}/response/${id}`;
     responseUrls.set(id, {
@@ -1197,11 +1211,7 @@ export async function startSlackStandin(opts: SlackStandinOptions = {}): Promise
     return { payload, responseUrl };
   }
 
-  async function sendBlockAction(
-    appUrl: string,
-    input: BlockActionInput,
-    o: { timestamp?: number; badSignature?: boolean } = {},
-  ): Promise<BlockActionResult> {
+  async function sendBlockAction(appUrl: string, input: BlockActionInput, o: { timestamp?: number; badSignature?: boolean } = {}): Promise<BlockActionResult> {
     const target = new URL(appUrl);
     if (target.pathname === '/' || target.pathname === '') target.pathname = '/slack/events';
     const { payload, responseUrl } = blockActionPayload(input);

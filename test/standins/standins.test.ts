@@ -207,7 +207,12 @@ const startProgram = (hostPort: number, over: Record<string, unknown> = {}, wait
       container_desc: {
         image: 'faircompute/diffusion-octo:v1',
         runtime: 'nvidia',
-        ports: [[{ port: hostPort, ip: 'null' }, { port: 8080, protocol: 'Tcp' }]],
+        ports: [
+          [
+            { port: hostPort, ip: 'null' },
+            { port: 8080, protocol: 'Tcp' },
+          ],
+        ],
         command: [],
         host_config: { network_mode: 'bridge' },
         ...over,
@@ -371,7 +376,14 @@ describe('fair stand-in', () => {
     expect(await c.finalResult('node-1', programId)).toEqual([{ Ok: { container_id: containerId } }, { Ok: {} }]);
     expect(c.f.liveContainers()).toEqual([{ node: 'node-1', containerId, programId, hostPort, hostAddress: '127.0.0.1' }]);
     expect(c.f.programs()).toEqual([
-      { node: 'node-1', programId, bucketId: expect.any(String), kind: 'Create', status: 'Completed', result: [{ Ok: { container_id: containerId } }, { Ok: {} }] },
+      {
+        node: 'node-1',
+        programId,
+        bucketId: expect.any(String),
+        kind: 'Create',
+        status: 'Completed',
+        result: [{ Ok: { container_id: containerId } }, { Ok: {} }],
+      },
     ]);
   });
 
@@ -431,7 +443,18 @@ describe('fair stand-in', () => {
   it('rejects malformed programs with 400 and records why', async () => {
     const hostPort = await freePort();
     const c = await loggedIn();
-    const res = await c.call('PUT', '/nodes/node-1/programs', startProgram(hostPort, { ports: [[{ port: hostPort, ip: null }, { port: 8080, protocol: 'Tcp' }]] }));
+    const res = await c.call(
+      'PUT',
+      '/nodes/node-1/programs',
+      startProgram(hostPort, {
+        ports: [
+          [
+            { port: hostPort, ip: null },
+            { port: 8080, protocol: 'Tcp' },
+          ],
+        ],
+      }),
+    );
     expect(res.status).toBe(400);
     expect(((await res.json()) as { message: string }).message).toMatch(/ip.*"null"/);
     expect((await c.call('PUT', '/nodes/node-1/programs', startProgram(hostPort, { extra: 1 }))).status).toBe(400);
@@ -582,7 +605,13 @@ describe('fair stand-in: time and crashes', () => {
   });
 
   it('close() ends everything at once, whatever state programs are in', async () => {
-    const f = await fair({ coldStartMs: 0, nodes: [{ node_id: 'a', host_address: '127.0.0.2' }, { node_id: 'b', host_address: '127.0.0.3', pullMs: 60_000 }] });
+    const f = await fair({
+      coldStartMs: 0,
+      nodes: [
+        { node_id: 'a', host_address: '127.0.0.2' },
+        { node_id: 'b', host_address: '127.0.0.3', pullMs: 60_000 },
+      ],
+    });
     const c = new Client(f);
     await c.login();
     const hostPort = await freePort();

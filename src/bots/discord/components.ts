@@ -12,10 +12,7 @@ const PREFIX = 'fairbot';
 /** Job ids are base36 time + hex (src/jobs/job.ts); anything else in a custom id is not ours. */
 const JOB_ID = /^[0-9a-z]{4,40}$/;
 
-export type ButtonAction =
-  | { action: 'reroll'; jobId: string }
-  | { action: 'cancel'; jobId: string }
-  | { action: 'gpu-kill'; choice: 'confirm' | 'keep' };
+export type ButtonAction = { action: 'reroll'; jobId: string } | { action: 'cancel'; jobId: string } | { action: 'gpu-kill'; choice: 'confirm' | 'keep' };
 
 export const customIds = {
   reroll: (jobId: string) => `${PREFIX}:reroll:${jobId}`,
@@ -43,12 +40,10 @@ function row(...buttons: { customId: string; label: string; style: ButtonStyle }
 }
 
 /** Under a delivered image. */
-export const rerollRow = (jobId: string): Rows =>
-  row({ customId: customIds.reroll(jobId), label: discordMessages.rerollLabel, style: ButtonStyle.Secondary });
+export const rerollRow = (jobId: string): Rows => row({ customId: customIds.reroll(jobId), label: discordMessages.rerollLabel, style: ButtonStyle.Secondary });
 
 /** On the progress message while the job waits or runs. */
-export const cancelRow = (jobId: string): Rows =>
-  row({ customId: customIds.cancel(jobId), label: discordMessages.cancelLabel, style: ButtonStyle.Secondary });
+export const cancelRow = (jobId: string): Rows => row({ customId: customIds.cancel(jobId), label: discordMessages.cancelLabel, style: ButtonStyle.Secondary });
 
 /** The /gpu kill question when jobs would be ended. */
 export const killConfirmRow = (): Rows =>

@@ -1,10 +1,4 @@
-import type {
-  ButtonInteraction,
-  ChatInputCommandInteraction,
-  Client,
-  RepliableInteraction,
-  RESTPostAPIChatInputApplicationCommandsJSONBody,
-} from 'discord.js';
+import type { ButtonInteraction, ChatInputCommandInteraction, Client, RepliableInteraction, RESTPostAPIChatInputApplicationCommandsJSONBody } from 'discord.js';
 import type { Logger } from 'pino';
 import type { Job } from '../../jobs/job.js';
 import type { Requester } from '../../jobs/types.js';

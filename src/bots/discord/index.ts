@@ -1,14 +1,5 @@
 import { once } from 'node:events';
-import {
-  Client,
-  Events,
-  GatewayIntentBits,
-  MessageFlags,
-  Status,
-  type ButtonInteraction,
-  type Interaction,
-  type RepliableInteraction,
-} from 'discord.js';
+import { Client, Events, GatewayIntentBits, MessageFlags, Status, type ButtonInteraction, type Interaction, type RepliableInteraction } from 'discord.js';
 import { ConfigError } from '../../config.js';
 import { discordMessages, messages, startupMessages } from '../../messages.js';
 import type { Services } from '../../services.js';
@@ -194,7 +185,7 @@ export async function startDiscordBot(services: Services, options: DiscordBotOpt
   if (options.registerOnStart ?? true) {
     const applicationId = config.discordAppId ?? client.application?.id;
     if (config.discordAppId && client.application && config.discordAppId !== client.application.id) {
-      logger.warn({ configured: config.discordAppId, actual: client.application.id }, 'DISCORD_APP_ID is not this bot\'s application');
+      logger.warn({ configured: config.discordAppId, actual: client.application.id }, "DISCORD_APP_ID is not this bot's application");
     }
     if (applicationId) {
       await syncCommands(client.rest, { applicationId, guildId: config.discordGuildId }, logger).catch((error: unknown) =>
@@ -223,10 +214,7 @@ export async function startDiscordBot(services: Services, options: DiscordBotOpt
         // (REST only: no gateway needed). Jobs still queued stay recorded for the next start.
         if (inFlight.size > 0) {
           let timer: NodeJS.Timeout | undefined;
-          await Promise.race([
-            Promise.allSettled([...inFlight]),
-            new Promise<void>((resolve) => (timer = setTimeout(resolve, grace))),
-          ]);
+          await Promise.race([Promise.allSettled([...inFlight]), new Promise<void>((resolve) => (timer = setTimeout(resolve, grace)))]);
           clearTimeout(timer);
         }
         await followers.stop(Math.max(0, grace - (Date.now() - started)));

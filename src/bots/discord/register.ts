@@ -47,9 +47,7 @@ function normalizeCommand(c: Json): Json {
 }
 
 function fingerprint(commands: Json[]): string {
-  return JSON.stringify(
-    commands.map(normalizeCommand).sort((a, b) => String(a.name).localeCompare(String(b.name))),
-  );
+  return JSON.stringify(commands.map(normalizeCommand).sort((a, b) => String(a.name).localeCompare(String(b.name))));
 }
 
 /** True when Discord's registered commands differ from ours in anything we define. */
@@ -59,9 +57,7 @@ export function definitionsDiffer(registered: unknown): boolean {
 }
 
 function route(scope: CommandScope): `/${string}` {
-  return scope.guildId
-    ? Routes.applicationGuildCommands(scope.applicationId, scope.guildId)
-    : Routes.applicationCommands(scope.applicationId);
+  return scope.guildId ? Routes.applicationGuildCommands(scope.applicationId, scope.guildId) : Routes.applicationCommands(scope.applicationId);
 }
 
 /** PUTs the definitions (replacing whatever was registered in that scope). */

@@ -353,5 +353,8 @@ export async function postToChannel(
   channelId: string,
   message: { content: string; allowedUserIds: string[]; file?: UploadFile; components?: Rows },
 ): Promise<void> {
-  await rest.post(Routes.channelMessages(channelId), messageBody(message.content, message.file, { parse: [], users: message.allowedUserIds }, message.components));
+  await rest.post(
+    Routes.channelMessages(channelId),
+    messageBody(message.content, message.file, { parse: [], users: message.allowedUserIds }, message.components),
+  );
 }

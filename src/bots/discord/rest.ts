@@ -45,16 +45,16 @@ export class MultipartUpload {
   constructor(fields: Array<[name: string, value: string | UploadPart]>) {
     const boundary = `----fairbot-formdata-${randomBytes(16).toString('hex')}`;
     // As undici (and browsers) write them: names escaped, string values with CRLF line ends.
-    const escape = (s: string) => s.replace(/\n/g, '%0A').replace(/\r/g, '%0D').replace(/"/g, '%22');
+    const escapeField = (s: string) => s.replace(/\n/g, '%0A').replace(/\r/g, '%0D').replace(/"/g, '%22');
     for (const [name, value] of fields) {
       if (typeof value === 'string') {
         this.parts.push(
-          Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${escape(name)}"\r\n\r\n${value.replace(/\r?\n|\r/g, '\r\n')}\r\n`),
+          Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${escapeField(name)}"\r\n\r\n${value.replace(/\r?\n|\r/g, '\r\n')}\r\n`),
         );
       } else {
         this.parts.push(
           Buffer.from(
-            `--${boundary}\r\nContent-Disposition: form-data; name="${escape(name)}"; filename="${escape(value.name)}"\r\n` +
+            `--${boundary}\r\nContent-Disposition: form-data; name="${escapeField(name)}"; filename="${escapeField(value.name)}"\r\n` +
               `Content-Type: ${value.contentType || 'application/octet-stream'}\r\n\r\n`,
           ),
           value.data,

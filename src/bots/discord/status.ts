@@ -36,7 +36,11 @@ export function statusEmbed(view: GpuStatusView, config: Pick<Config, 'idleShutd
   if (view.endpoint) fields.push({ name: t.endpoint, value: clipField(escapeMarkdown(view.endpoint)), inline: false });
   if (view.programId) fields.push({ name: t.program, value: `\`${view.programId}\``, inline: true });
   if (view.nextStartAttemptAt) {
-    fields.push({ name: t.nextStart, value: t.idleIn(t.duration(view.nextStartAttemptAt.getTime() - now), time(view.nextStartAttemptAt, TimestampStyles.RelativeTime)), inline: true });
+    fields.push({
+      name: t.nextStart,
+      value: t.idleIn(t.duration(view.nextStartAttemptAt.getTime() - now), time(view.nextStartAttemptAt, TimestampStyles.RelativeTime)),
+      inline: true,
+    });
   }
   if (view.lastError) fields.push({ name: t.lastError, value: clipField(escapeMarkdown(view.lastError)), inline: false });
   const notes = [...(view.managed ? [] : [t.notManaged]), ...statusNotes(view).map((n) => escapeMarkdown(n))];

@@ -114,4 +114,3 @@ export async function postImage(
     return { ok: true, rerollPosted: false };
   }
 }
-

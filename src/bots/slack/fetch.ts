@@ -12,7 +12,9 @@ import { webResponseInit } from '../../webResponse.js';
 export async function slackFetch(input: string | URL | Request, init: RequestInit = {}): Promise<Response> {
   if (input instanceof Request || (init.body != null && typeof init.body !== 'string')) return fetch(input, init);
   const headers: Record<string, string> = {};
-  new Headers(init.headers).forEach((value, key) => (headers[key] = value));
+  new Headers(init.headers).forEach((value, key) => {
+    headers[key] = value;
+  });
   const res = await request(String(input), {
     method: (init.method ?? 'GET') as 'POST',
     headers,

@@ -4,8 +4,7 @@ import type { Logger } from 'pino';
 /** Bolt, its WebClient and the Socket Mode client log through pino (redaction included). */
 export function boltLogger(log: Logger): BoltLogger {
   let level: LogLevel = toBoltLevel(log.level);
-  const line = (msg: unknown[]) =>
-    msg.map((m) => (typeof m === 'string' ? m : m instanceof Error ? m.message : safeJson(m))).join(' ');
+  const line = (msg: unknown[]) => msg.map((m) => (typeof m === 'string' ? m : m instanceof Error ? m.message : safeJson(m))).join(' ');
   return {
     debug: (...msg: unknown[]) => log.debug(line(msg)),
     info: (...msg: unknown[]) => log.info(line(msg)),

@@ -19,12 +19,11 @@ export const gpuCommand: DiscordCommand = {
     const subcommand = interaction.options.getSubcommand(false) ?? '';
     const result = await gpu({ requester: requesterOf(interaction), subcommand }, ctx.services);
     log.info({ userId: interaction.user.id, subcommand, ok: result.ok, needsConfirmation: result.needsConfirmation }, '/gpu answered');
-    const answer =
-      result.needsConfirmation
-        ? { content: clip(result.message), components: killConfirmRow() }
-        : subcommand === 'status' && result.ok && result.status
-          ? { embeds: [statusEmbed(result.status, ctx.services.config)] }
-          : { content: clip(result.message) };
+    const answer = result.needsConfirmation
+      ? { content: clip(result.message), components: killConfirmRow() }
+      : subcommand === 'status' && result.ok && result.status
+        ? { embeds: [statusEmbed(result.status, ctx.services.config)] }
+        : { content: clip(result.message) };
     try {
       await interaction.editReply({ ...answer, allowedMentions: NO_MENTIONS });
     } catch (error) {

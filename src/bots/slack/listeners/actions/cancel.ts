@@ -23,8 +23,7 @@ export function cancelAction(ctx: SlackContext) {
     const owner = described?.requester.platform === 'slack' && described.requester.userId === f.userId;
     // The outcome goes through this click (replacing the clicked status), not a new message.
     // (Only from the owner's own ephemeral status: replace_original on a channel message would edit it for everyone.)
-    const adopted =
-      owner && jobId && f.responseUrl && f.fromEphemeral ? ctx.followers.adoptInteraction(jobId, f.responseUrl, receivedAt) : false;
+    const adopted = owner && jobId && f.responseUrl && f.fromEphemeral ? ctx.followers.adoptInteraction(jobId, f.responseUrl, receivedAt) : false;
     let result: { ok: boolean; message: string };
     if (!jobId) result = { ok: false, message: slackMessages.buttonUnreadable };
     else {
