@@ -144,7 +144,6 @@ export class JobService {
         continue;
       }
       const job = this.restore(record);
-      if (!job) continue;
       recovered++;
       handler(job);
     }
@@ -295,7 +294,7 @@ export class JobService {
     void this.queue.add(() => this.run(job));
   }
 
-  private restore(record: JobRecord): Job | undefined {
+  private restore(record: JobRecord): Job {
     const store = this.deps.store!;
     const job = this.track(
       new Job(

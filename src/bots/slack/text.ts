@@ -7,12 +7,6 @@ export function escapeMrkdwn(text: string): string {
   return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
-/** A mention of the user who asked, when the id looks like a Slack user id. */
-export function mention(userId: string, userName?: string): string {
-  if (/^[UW][A-Z0-9]{2,}$/.test(userId)) return `<@${userId}>`;
-  return escapeMrkdwn(userName ?? userId);
-}
-
 /** Cuts to at most `max` characters (code points), with an ellipsis when cut. */
 export function truncate(text: string, max: number): string {
   const chars = [...text];
