@@ -73,7 +73,7 @@ const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'si
 });
 
 /** Every configuration variable (the README's configuration reference, .env.example). Keys are the environment names. */
-export const envSchema = z.object({
+const envSchema = z.object({
   FAIR_SERVER_URL: url('https://faircompute.com:8000'),
   FAIR_EMAIL: optionalString,
   FAIR_PASSWORD: optionalString,

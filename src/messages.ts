@@ -17,7 +17,7 @@ function eta(etaS: number | undefined): string {
  * Text a server wrote (an error body, a Fair message), quoted in a message: its control
  * characters (terminal escapes, NUL, bell, line breaks) never reach a chat or a terminal.
  */
-export function serverText(text: string): string {
+function serverText(text: string): string {
   return text
     .replace(/\p{Cc}+/gu, ' ')
     .replace(/ {2,}/g, ' ')

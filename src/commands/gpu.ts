@@ -42,12 +42,12 @@ export async function gpu(input: { requester: Requester; subcommand: string; con
 }
 
 /** The status, with a fresh check that Fair answers: a status that says "ready" should be one that was checked. */
-export async function gpuStatus(services: Services): Promise<GpuResult> {
+async function gpuStatus(services: Services): Promise<GpuResult> {
   const status: GpuStatusView = { ...statusView(services), controlPlane: await services.lifecycle.checkControlPlane() };
   return { ok: true, message: formatStatus(status), status };
 }
 
-export function statusView(services: Pick<Services, 'lifecycle' | 'jobs'>): GpuStatusView {
+function statusView(services: Pick<Services, 'lifecycle' | 'jobs'>): GpuStatusView {
   const counts = services.jobs.counts();
   return {
     ...services.lifecycle.status(),
@@ -106,7 +106,7 @@ export function statusNotes(s: GpuStatusView): string[] {
 }
 
 /** Plain text for terminals and simple chat replies; adapters may render the view richer. */
-export function formatStatus(s: GpuStatusView, now = Date.now()): string {
+function formatStatus(s: GpuStatusView, now = Date.now()): string {
   const lines = [`GPU server: ${s.state} (since ${ago(s.stateSince, now)})`];
   if (s.node) lines.push(`Node: ${s.node}${s.hostAddress ? ` (${s.hostAddress})` : ''}`);
   if (s.endpoint) lines.push(`Endpoint: ${s.endpoint}`);

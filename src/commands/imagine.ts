@@ -42,7 +42,7 @@ export function imagine(input: ImagineInput, services: Pick<Services, 'jobs' | '
  * How long a job waits to be recorded while another process holds the database's write lock,
  * before it is refused in words: short enough that Slack's ack (the refusal) still makes 3 s.
  */
-export const STORAGE_BUSY_WAIT_MS = 1_500;
+const STORAGE_BUSY_WAIT_MS = 1_500;
 
 /**
  * /imagine for the chat adapters: the answer is immediate, except while another process holds

@@ -17,7 +17,7 @@ import { keepSqliteObjects, openDatabase } from '../storage/sqlite.js';
  *   stopping  a Kill was sent
  * and "gone" is no record at all, written only after Fair confirmed the Kill.
  */
-export const SERVER_PHASES = ['creating', 'created', 'started', 'ready', 'stopping'] as const;
+const SERVER_PHASES = ['creating', 'created', 'started', 'ready', 'stopping'] as const;
 export type ServerPhase = (typeof SERVER_PHASES)[number];
 
 export const serverRecordSchema = z.object({

@@ -40,7 +40,7 @@ const MAX_ATTEMPTS = 3;
  * platform whose uploads stall must not let them pile up: past this many bytes, the next
  * generation waits until an upload ends (a few dozen images of a few MB each).
  */
-export const HELD_IMAGE_BYTES_MAX = 128 * 1024 * 1024;
+const HELD_IMAGE_BYTES_MAX = 128 * 1024 * 1024;
 
 /**
  * The job queue: limits at the door, FIFO through QUEUE_CONCURRENCY GPU slots,

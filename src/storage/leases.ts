@@ -12,7 +12,7 @@ export function newHolderId(): string {
  * A holder on this host whose process is gone (killed, crashed): its lease need not be waited
  * out. A pid reused by another process reads as alive, which only means waiting for the expiry.
  */
-export function isDeadLocalHolder(holder: string): boolean {
+function isDeadLocalHolder(holder: string): boolean {
   const [host, pid] = holder.split(':');
   if (host !== hostname() || !pid || !/^\d+$/.test(pid)) return false;
   try {

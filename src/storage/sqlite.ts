@@ -65,7 +65,7 @@ export type StorageFault = 'full' | 'busy' | 'unwritable';
 
 const FULL_CODES = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT', 'EFBIG']);
 
-export function storageFault(error: unknown): StorageFault {
+function storageFault(error: unknown): StorageFault {
   if (isBusy(error)) return 'busy';
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === 'string' && FULL_CODES.has(code) ? 'full' : 'unwritable';

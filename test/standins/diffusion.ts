@@ -67,7 +67,7 @@ export interface DiffusionStandin {
 
 const HUGE_BYTES = 26 * 1024 * 1024; // over the 25 MB upload limit
 /** The '500-control' body: what a crashing server may print, colours and all. */
-export const CONTROL_ERROR_BODY = '\u001b[31mCUDA error\u001b[0m\u0007\u0000: device lost\r\n\u001b]0;pwned\u0007';
+const CONTROL_ERROR_BODY = '\u001b[31mCUDA error\u001b[0m\u0007\u0000: device lost\r\n\u001b]0;pwned\u0007';
 let hugeAnswer: Buffer | undefined; // built once: 35 MB of JSON is not free
 
 /** The 'huge' fault's answer, built once (when the fault is armed, so no generation waits for it). */

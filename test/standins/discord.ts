@@ -288,7 +288,7 @@ const EPHEMERAL = 1 << 6;
 const LOADING = 1 << 7;
 
 /** Permissions of an ordinary member: view, send, embed, attach, read history, use commands. */
-export const MEMBER_PERMISSIONS = ((1n << 10n) | (1n << 11n) | (1n << 14n) | (1n << 15n) | (1n << 16n) | (1n << 31n)).toString();
+const MEMBER_PERMISSIONS = ((1n << 10n) | (1n << 11n) | (1n << 14n) | (1n << 15n) | (1n << 16n) | (1n << 31n)).toString();
 export const ADMINISTRATOR_PERMISSIONS = ((1n << 3n) | BigInt(MEMBER_PERMISSIONS)).toString();
 
 function readBody(req: IncomingMessage): Promise<Buffer> {
@@ -399,7 +399,7 @@ function asRecord(value: unknown): Record<string, unknown> {
 }
 
 /** Who a message pings, per Discord's allowed_mentions rules (absent = parse everything). */
-export function computeMentions(content: string, allowed: unknown): Mentions {
+function computeMentions(content: string, allowed: unknown): Mentions {
   const userIds = [...content.matchAll(/<@!?(\d{15,21})>/g)].map((m) => m[1]!);
   const roleIds = [...content.matchAll(/<@&(\d{15,21})>/g)].map((m) => m[1]!);
   const everyoneInText = /@(everyone|here)\b/.test(content);

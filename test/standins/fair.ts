@@ -53,7 +53,7 @@ import { registerSecret } from '../helpers/secret-scan.js';
 export { waitForEvent } from './diffusion.js';
 export type { ProgramKind } from './fair-programs.js';
 
-export const PROTOCOL_VERSION = 'V018';
+const PROTOCOL_VERSION = 'V018';
 export type ProgramStatus = 'Queued' | 'NotResponding' | 'Processing' | 'Completed';
 export type FairFault = 'down' | '500' | 'slow' | 'login-refused';
 /** The calls of Fair API v0 fairbot makes, as failCall and callCount name them. */

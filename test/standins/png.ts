@@ -31,7 +31,7 @@ function chunk(type: string, data: Buffer): Buffer {
   return Buffer.concat([head, data, crc]);
 }
 
-export function encodePng(width: number, height: number, rgbRows: Buffer, level = 6): Buffer {
+function encodePng(width: number, height: number, rgbRows: Buffer, level = 6): Buffer {
   const ihdr = Buffer.alloc(13);
   ihdr.writeUInt32BE(width, 0);
   ihdr.writeUInt32BE(height, 4);

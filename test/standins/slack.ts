@@ -365,7 +365,7 @@ interface UserMessage extends VisibleMessage {
 }
 
 /** Buttons in Block Kit blocks (actions elements and section accessories). */
-export function buttonsIn(blocks: unknown): Button[] {
+function buttonsIn(blocks: unknown): Button[] {
   if (!Array.isArray(blocks)) return [];
   const out: Button[] = [];
   const add = (el: unknown, blockId: unknown) => {

@@ -14,7 +14,7 @@ const JOB_ID = /^[0-9a-z]{4,40}$/;
 
 export type ButtonAction = { action: 'reroll'; jobId: string } | { action: 'cancel'; jobId: string } | { action: 'gpu-kill'; choice: 'confirm' | 'keep' };
 
-export const customIds = {
+const customIds = {
   reroll: (jobId: string) => `${PREFIX}:reroll:${jobId}`,
   cancel: (jobId: string) => `${PREFIX}:cancel:${jobId}`,
   killConfirm: `${PREFIX}:gpu-kill:confirm`,

@@ -136,7 +136,7 @@ export class Followers {
  * allowed_mentions (parse: []) already keeps them from pinging anyone; this keeps them
  * from looking like one.
  */
-export function escapePrompt(prompt: string): string {
+function escapePrompt(prompt: string): string {
   return escapeMarkdown(prompt)
     .replace(/\[/g, '\\[')
     .replace(/<(@[!&]?|#|\/)/g, '\\<$1')
@@ -144,7 +144,7 @@ export function escapePrompt(prompt: string): string {
 }
 
 /** "prompt" (asked by who), with the prompt shortened if the whole would pass Discord's 2000 characters. */
-export function caption(prompt: string, requester: Requester, wrap: (caption: string) => string = (c) => c): string {
+function caption(prompt: string, requester: Requester, wrap: (caption: string) => string = (c) => c): string {
   let chars = [...prompt];
   let text = wrap(messages.imageCaption(escapePrompt(prompt), requester));
   while (text.length > CONTENT_MAX && chars.length > 0) {

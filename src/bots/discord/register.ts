@@ -51,7 +51,7 @@ function fingerprint(commands: Json[]): string {
 }
 
 /** True when Discord's registered commands differ from ours in anything we define. */
-export function definitionsDiffer(registered: unknown): boolean {
+function definitionsDiffer(registered: unknown): boolean {
   if (!Array.isArray(registered)) return true;
   return fingerprint(registered as Json[]) !== fingerprint(commandDefinitions as unknown as Json[]);
 }
@@ -61,7 +61,7 @@ function route(scope: CommandScope): `/${string}` {
 }
 
 /** PUTs the definitions (replacing whatever was registered in that scope). */
-export async function putCommands(rest: REST, scope: CommandScope): Promise<SyncResult> {
+async function putCommands(rest: REST, scope: CommandScope): Promise<SyncResult> {
   await rest.put(route(scope), { body: commandDefinitions });
   return { changed: true, scope: scope.guildId ? 'guild' : 'global', names: commandDefinitions.map((c) => c.name) };
 }
@@ -79,7 +79,7 @@ export async function syncCommands(rest: REST, scope: CommandScope, logger?: Log
 }
 
 /** The application id: DISCORD_APP_ID, or asked from Discord with the bot token. */
-export async function resolveApplicationId(rest: REST, config: Pick<Config, 'discordAppId'>): Promise<string> {
+async function resolveApplicationId(rest: REST, config: Pick<Config, 'discordAppId'>): Promise<string> {
   if (config.discordAppId) return config.discordAppId;
   const app = (await rest.get(Routes.currentApplication())) as { id: string };
   return app.id;

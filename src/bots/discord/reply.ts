@@ -69,7 +69,7 @@ export function errorFields(error: unknown): Record<string, unknown> {
  * error code, else the HTTP status, or how the request failed (timeout, unreachable).
  * Undefined for errors that are not about a call to Discord (a bug of ours).
  */
-export function apiErrorCode(error: unknown): string | undefined {
+function apiErrorCode(error: unknown): string | undefined {
   if (error instanceof DiscordAPIError) return typeof error.code === 'number' && error.code > 0 ? String(error.code) : `http_${error.status}`;
   if (error instanceof HTTPError) return `http_${error.status}`;
   if (error instanceof RateLimitError) return 'rate_limited';

@@ -18,7 +18,7 @@ type ResponseLike = Awaited<ReturnType<MakeRequest>>;
  * the project's own undici (7). discord.js still does the rest (routes, rate limits,
  * retries). Every other request goes through discord.js's default path.
  */
-export const makeRequest: MakeRequest = async (url, init) => {
+const makeRequest: MakeRequest = async (url, init) => {
   const body: unknown = init.body;
   if (body instanceof MultipartUpload) return sendMultipart(url, init, body);
   // A FormData only if some discord.js path builds one itself (the bot's uploads do not).
@@ -37,7 +37,7 @@ export interface UploadPart {
  * `payload_json`, then `files[n]`), encoded from the image's own bytes: the parts are the
  * Buffers themselves, written one after another; no copy of the whole body is built.
  */
-export class MultipartUpload {
+class MultipartUpload {
   readonly contentType: string;
   readonly length: number;
   private readonly parts: Buffer[] = [];

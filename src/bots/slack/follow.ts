@@ -20,7 +20,7 @@ export interface ProgressTiming {
   sameKindSpacingMs: number[];
 }
 
-export const DEFAULT_PROGRESS_TIMING: ProgressTiming = { throttleMs: 2_000, sameKindSpacingMs: [3_000, 10_000, 30_000] };
+const DEFAULT_PROGRESS_TIMING: ProgressTiming = { throttleMs: 2_000, sameKindSpacingMs: [3_000, 10_000, 30_000] };
 
 export interface FollowDeps {
   services: Services;

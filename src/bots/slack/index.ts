@@ -13,9 +13,9 @@ import { Inflight } from './reply.js';
 import { slackFetch } from './fetch.js';
 
 /** Slash commands and interactive payloads are small; anything bigger is refused (413). */
-export const SLACK_BODY_LIMIT_BYTES = 256 * 1024;
+const SLACK_BODY_LIMIT_BYTES = 256 * 1024;
 /** Where Slack sends commands in HTTP mode (the manifest's request URLs). */
-export const SLACK_EVENTS_PATH = '/slack/events';
+const SLACK_EVENTS_PATH = '/slack/events';
 /**
  * How long stop() lets messages under way go out. Short: the core already gave
  * deliveries their grace (jobs.shutdown), and docker stop allows 10 s in all.

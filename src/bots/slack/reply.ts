@@ -5,8 +5,8 @@ import { describeSlackError } from './errors.js';
 import { escapeMrkdwn } from './text.js';
 
 /** Slack's limits on a command's response_url: 30 minutes and 5 posts. */
-export const RESPONSE_URL_MAX_POSTS = 5;
-export const RESPONSE_URL_TTL_MS = 30 * 60_000;
+const RESPONSE_URL_MAX_POSTS = 5;
+const RESPONSE_URL_TTL_MS = 30 * 60_000;
 /** Stop using a response_url a little before it expires rather than race the deadline. */
 const RESPONSE_URL_MARGIN_MS = 60_000;
 const RESPONSE_URL_TIMEOUT_MS = 10_000;
@@ -17,7 +17,7 @@ const RESPONSE_URL_TIMEOUT_MS = 10_000;
  * earlier posts are still in flight count them; `onUse` records the count with the job
  * (DATA_DIR), so a restarted bot does not overspend it.
  */
-export class ResponseUrl {
+class ResponseUrl {
   private used: number;
   private dead = false;
 

@@ -13,7 +13,7 @@ type Args = SlackCommandMiddlewareArgs & AllMiddlewareArgs;
  * How a /gpu answer looks in Slack: `/gpu status` as Block Kit (the plain text is the
  * fallback), `/gpu kill` with jobs waiting as a question with Confirm / Keep buttons.
  */
-export function gpuAnswerBlocks(result: GpuResult, subcommand: string): Block[] | undefined {
+function gpuAnswerBlocks(result: GpuResult, subcommand: string): Block[] | undefined {
   if (result.needsConfirmation) return killConfirmBlocks(result.message);
   if (result.ok && result.status && subcommand.trim().toLowerCase() === 'status') return statusBlocks(result.status);
   return undefined;

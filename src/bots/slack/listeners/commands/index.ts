@@ -6,7 +6,7 @@ import { gpuCommand } from './gpu.js';
 import { imagineCommand } from './imagine.js';
 
 /** The command names are a contract (/imagine and /gpu, in the README and slack/manifest.yml): the same on Discord and Slack. */
-export const COMMANDS = { imagine: '/imagine', gpu: '/gpu' } as const;
+const COMMANDS = { imagine: '/imagine', gpu: '/gpu' } as const;
 
 export function registerCommands(app: App, ctx: SlackContext): void {
   app.command(COMMANDS.imagine, imagineCommand(ctx));
